@@ -1,0 +1,79 @@
+"""The `ppodd` command line. The only place that turns PpoddError into exit codes.
+
+Bad input exits 2 with one line on stderr that names the value and what is allowed; a run that
+fails exits 1 with a short message; neither prints a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import structlog
+import typer
+
+import ppodd
+from ppodd.errors import PpoddError
+
+app = typer.Typer(
+    help="Progressive Poster Dataset Distillation (P-PoDD) and PoDD: distill, evaluate, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run preset, e.g. configs/demo.yaml")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a key: --set poster.ipc=0.6 (repeatable)")]
+
+
+def _fail(error: PpoddError) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=error.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ppodd {ppodd.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """ppodd distills image data sets into posters and evaluates them."""
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="rerun even if a complete result exists")] = False,
+) -> None:
+    """Distill and evaluate one cell (data set, method, IPC, seed) into one HDF5 file.
+
+    Rerunning the same command resumes from the cell's checkpoint, or returns at once when its
+    result is complete.
+    """
+    from ppodd.config import load_config
+    from ppodd.progress import configure_logging
+    from ppodd.run import run_cell
+
+    configure_logging()
+    log = structlog.get_logger("ppodd")
+    try:
+        cfg = load_config(config, set_ or [])
+        path = run_cell(cfg, out, log, force=force)
+    except PpoddError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        raise typer.Exit(code=130) from None
+    typer.echo(str(path))
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m ppodd.cli`
+    sys.exit(app())

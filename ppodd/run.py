@@ -1,0 +1,494 @@
+"""One cell end to end: config → data → distillation → evaluation → store.
+
+`run_cell` is what `ppodd run` and every array task call. It prepares everything that can fail on
+bad input before any work, resumes from the cell's checkpoint when one exists, runs the P-PoDD
+stage loop (PoDD is its single-stage case) in plain sight in `_distill`, and hands the finished
+`RunRecord` to `store.write_run`, which makes the result file appear atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import ppodd
+from ppodd.class_order import resolve_class_order
+from ppodd.config import RunConfig, config_digest, to_dict
+from ppodd.data import ImageData, SyntheticSpec, load_dataset
+from ppodd.distill import Pool, StepSettings, clip_by_ema, meta_gradient
+from ppodd.errors import ConfigError, PpoddError
+from ppodd.evaluate import EvalSettings, evaluate_pool
+from ppodd.labels import fixed_labels, init_label_map, learned_label_shape, read_patch_labels
+from ppodd.poster import PosterGeometry, init_poster, make_geometry
+from ppodd.progress import Progress
+from ppodd.record import EvalResult, RunRecord, StageRecord
+from ppodd.stage_weights import StageWeightOptions, stage_weights
+from ppodd.store import check_writable, read_summary, write_run
+from ppodd.zca import apply_zca, load_or_fit_zca
+
+CHECKPOINT_VERSION = 1
+
+
+class Interrupted(PpoddError):
+    """The run was asked to stop (a signal or a test); its checkpoint holds all finished work."""
+
+
+def generator(seed: int, *names: object) -> torch.Generator:
+    """A CPU generator seeded from the run seed and a name path, e.g. ("step", 2, 14, 3).
+
+    Every random draw of a run comes from one of these (D13), so any step can be replayed on
+    resume without storing generator states, and nothing depends on the device.
+    """
+    digest = hashlib.sha256(repr((seed,) + names).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def result_name(cfg: RunConfig) -> str:
+    """The file name of a cell's result: readable fields plus a digest of the whole config."""
+    return (f"{cfg.method}-{cfg.data.name}-ipc{cfg.poster.ipc:g}-seed{cfg.seed}-"
+            f"{config_digest(cfg)}.h5")
+
+
+def cache_dir(cfg: RunConfig) -> Path:
+    """Where ZCA matrices and decoded images are cached."""
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir).expanduser()
+    return Path(os.environ.get("PPODD_CACHE", "~/.cache/ppodd")).expanduser()
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for `device: auto | cpu | cuda`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for, but no CUDA device is visible; use auto or cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs that is derived from the config and the data, checked up front."""
+
+    cfg: RunConfig
+    device: torch.device
+    data: ImageData
+    train_x: torch.Tensor       # (n, 3, a, a) whitened, on the device
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    geom: PosterGeometry
+    order: list[list[int]]
+    fixed_labels: torch.Tensor | None   # (N, K) with fixed labels
+    label_shape: tuple[int, int] | None  # (h_l, w_l) with learned labels
+    zca_key: str
+
+
+def build_geometry(cfg: RunConfig, num_classes: int, image_size: int, dataset: str) -> PosterGeometry:
+    """The poster geometry a config asks for (§2), or ConfigError naming what does not fit."""
+    p = cfg.poster
+    rule = p.size_rule if p.size_rule != "auto" else ("square" if dataset == "cifar100" else "rows")
+    try:
+        geom = make_geometry(p.ipc, num_classes, image_size, rows=p.rows or None, cols=p.cols or None,
+                             height=p.height or None, width=p.width or None,
+                             n_x=p.patches_x or None, n_y=p.patches_y or None,
+                             size_rule=rule, patch_stride_mode=p.patch_stride_mode)
+    except ConfigError as e:
+        raise ConfigError(f"poster: {e}") from None
+    if cfg.distill.batch_patches > geom.num_patches:
+        raise ConfigError(f"distill.batch_patches: must be <= the poster's {geom.num_patches} patches "
+                          f"({geom.n_x} x {geom.n_y}), got {cfg.distill.batch_patches}")
+    return geom
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
+    if cfg.distill.epochs < cfg.num_stages:
+        raise ConfigError(f"distill.epochs: must be >= ppodd.stages ({cfg.num_stages}) so every stage "
+                          f"gets an epoch, got {cfg.distill.epochs}")
+    device = select_device(cfg.device)
+    d = cfg.data
+    syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
+    data = load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
+    geom = build_geometry(cfg, data.num_classes, data.image_size, d.name)
+    order = resolve_class_order(cfg.poster.class_order, d.name, geom.rows, geom.cols, data.num_classes)
+    train_x, test_x, key = data.train_x, data.test_x, ""
+    if d.zca:
+        matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, d.zca_reg, cache_dir(cfg))
+        train_x, test_x = apply_zca(train_x, matrix), apply_zca(test_x, matrix)
+    labels, shape = None, None
+    if cfg.poster.labels == "fixed":
+        labels = fixed_labels(geom, order, cfg.poster.fixed_label_mode).to(device)
+    else:
+        shape = learned_label_shape(geom.height, geom.width, data.num_classes)
+    return Prepared(cfg, device, data, train_x.to(device), data.train_y.to(device), test_x.to(device),
+                    data.test_y.to(device), geom, order, labels, shape, key)
+
+
+@dataclass
+class RunState:
+    """Everything needed to continue a run after the last finished outer step.
+
+    stage, epoch and step index the next outer step (0-based within stage and epoch). Together
+    with the seed they fix every later random draw, so a resumed run repeats the uninterrupted one.
+    """
+
+    stage: int
+    epoch: int
+    step: int
+    live: torch.Tensor
+    live_map: torch.Tensor | None
+    optimizer: dict
+    ema: torch.Tensor | None
+    bank: list[torch.Tensor]
+    bank_labels: list[torch.Tensor]
+    bank_maps: list[torch.Tensor | None]
+    accs: list[float]
+    pi: list[float]
+    initial_poster: torch.Tensor
+    stages: list[StageRecord] = field(default_factory=list)
+    in_stage: list[tuple[int, EvalResult]] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: str = ""
+    final: list[EvalResult] = field(default_factory=list)  # [live, pool] once measured
+
+
+def fresh_state(prep: Prepared) -> RunState:
+    """The state before the first outer step: the initial poster (§3) and label map (§5.2)."""
+    poster = init_poster(prep.geom, generator(prep.cfg.seed, "poster", 0))
+    live_map = None
+    if prep.label_shape is not None:
+        live_map = init_label_map(*prep.label_shape, prep.order, prep.data.num_classes).to(prep.device)
+    return RunState(stage=0, epoch=0, step=0, live=poster.to(prep.device), live_map=live_map,
+                    optimizer={}, ema=None, bank=[], bank_labels=[], bank_maps=[], accs=[], pi=[1.0],
+                    initial_poster=poster.clone(),
+                    started=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def save_checkpoint(state: RunState, path: Path, digest: str) -> None:
+    """Write the state next to the result, atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"version": CHECKPOINT_VERSION, "config_digest": digest, "state": state.__dict__}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, digest: str, device: torch.device) -> RunState | None:
+    """The saved state of this exact config, or None when there is none to resume."""
+    if not path.exists():
+        return None
+    try:
+        # Our own file, written by save_checkpoint; it holds dataclass records, hence no weights_only.
+        blob = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # a checkpoint cut short by a full disk is not worth a crash: start over
+        raise PpoddError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from None
+    if blob.get("version") != CHECKPOINT_VERSION or blob.get("config_digest") != digest:
+        raise PpoddError(f"checkpoint {path} belongs to another config or ppodd version; delete it to start over")
+    return RunState(**blob["state"])
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(ppodd.__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _settings(cfg: RunConfig, num_classes: int) -> tuple[StepSettings, EvalSettings]:
+    d, m, e = cfg.distill, cfg.model, cfg.eval
+    step = StepSettings(d.batch_patches, d.window, d.inner_lr, d.real_subbatch, d.augment,
+                        num_classes, m.width, m.depth, cfg.poster.label_eps)
+    ev = EvalSettings(e.nets, e.checkpoints, e.lr, d.batch_patches, d.augment, num_classes,
+                      m.width, m.depth, e.test_batch)
+    return step, ev
+
+
+def weight_options(cfg: RunConfig) -> StageWeightOptions:
+    """The stage-weight options of a resolved config (§10.4, §10.5)."""
+    s = cfg.ppodd
+    return StageWeightOptions(boost=s.boost, min_weight=s.min_weight, decay=s.decay, bootstrap=s.bootstrap,
+                              sampling=s.sampling, pool_order=s.pool_order, boost_target=s.boost_target,
+                              decay_anchor=s.decay_anchor, acc_list=s.acc_list, floor_mode=s.floor_mode,
+                              max_slots=s.max_slots)
+
+
+def _pool(prep: Prepared, state: RunState) -> Pool:
+    geom = prep.geom
+    empty = state.live.new_zeros((0, 3, geom.height, geom.width))
+    labels = state.bank_labels or [state.live.new_zeros((0, geom.num_patches, geom.num_classes))]
+    frozen_labels = torch.stack(state.bank_labels) if state.bank_labels else labels[0]
+    return Pool(state.live, state.live_map, prep.fixed_labels,
+                torch.stack(state.bank) if state.bank else empty, frozen_labels)
+
+
+class _Engine:
+    """The pieces of `_distill` that need the prepared data, the settings and the clock."""
+
+    def __init__(self, prep: Prepared, state: RunState, progress: Progress) -> None:
+        self.prep, self.state, self.progress = prep, state, progress
+        self.step_settings, self.eval_settings = _settings(prep.cfg, prep.data.num_classes)
+
+    def evaluate(self, posters: torch.Tensor, labels: torch.Tensor, pi: list[float], members: list[int],
+                 *name: object) -> EvalResult:
+        """Train and test the evaluation nets on a pool (§9) and describe what they saw (D12)."""
+        start = time.monotonic()
+        gen = generator(self.prep.cfg.seed, "eval", *name)
+        per_net = evaluate_pool(posters, labels, torch.tensor(pi), self.prep.geom, self.prep.test_x,
+                                self.prep.test_y, self.eval_settings, gen)
+        seconds = time.monotonic() - start
+        self.state.seconds["evaluate"] = self.state.seconds.get("evaluate", 0.0) + seconds
+        used = sum(1 for w in pi if w > 0)
+        geom = self.prep.geom
+        result = EvalResult(list(self.eval_settings.checkpoints), per_net.double(), members, list(pi),
+                            used * geom.pixels, used * geom.effective_ipc, seconds)
+        self.progress.event("evaluation", what="/".join(map(str, name)), accuracy=round(result.final, 2),
+                            best=round(result.best, 2), pixels=result.pixels, seconds=round(seconds, 1))
+        return result
+
+
+def _members(state: RunState) -> list[int]:
+    return list(range(1, len(state.bank) + 1)) + [0]
+
+
+def _distill(prep: Prepared, state: RunState, progress: Progress,
+             checkpoint: Callable[[], None], should_stop: Callable[[], bool]) -> None:
+    """Run the stage loop from wherever `state` stands until every stage has ended (§8.4, §10)."""
+    cfg, geom = prep.cfg, prep.geom
+    d, s = cfg.distill, cfg.ppodd
+    engine = _Engine(prep, state, progress)
+    stages, per_stage = cfg.num_stages, cfg.distill.epochs // cfg.num_stages
+    n = prep.train_x.shape[0]
+    batch = min(d.real_batch, n)
+    steps = math.ceil(n / batch)
+    total = stages * per_stage * steps
+    opts = weight_options(cfg)
+    last_save = time.monotonic()
+
+    while state.stage < stages:
+        t = state.stage + 1
+        state.live.requires_grad_(True)
+        groups = [{"params": [state.live], "lr": d.outer_lr}]
+        if state.live_map is not None:
+            state.live_map.requires_grad_(True)
+            groups.append({"params": [state.live_map], "lr": d.outer_lr / cfg.poster.label_lr_scale})
+        optimizer = torch.optim.Adam(groups, lr=d.outer_lr, betas=(0.9, 0.999), eps=1e-8)
+        if state.optimizer:
+            optimizer.load_state_dict(state.optimizer)
+        pool = _pool(prep, state)
+        pi = torch.tensor(state.pi)
+
+        while state.epoch < per_stage:
+            epoch_gen = generator(cfg.seed, "epoch", state.stage, state.epoch)
+            # §8.3: c is drawn once per epoch, uniform on {ω₀ … Ω − ω}, and shared by its steps.
+            warmup = d.warmup if d.warmup >= 0 else int(torch.randint(
+                d.min_window, d.total_window - d.window + 1, (), generator=epoch_gen))
+            order = torch.randperm(n, generator=epoch_gen).to(prep.device)
+            while state.step < steps:
+                start = time.monotonic()
+                idx = order[state.step * batch:(state.step + 1) * batch]
+                optimizer.zero_grad(set_to_none=True)
+                loss = meta_gradient(pool, pi, geom, prep.train_x[idx], prep.train_y[idx], warmup,
+                                     engine.step_settings,
+                                     generator(cfg.seed, "step", state.stage, state.epoch, state.step))
+                state.live.grad, state.ema, norm = clip_by_ema(state.live.grad, state.ema, d.clip_ema,
+                                                               d.clip_factor)
+                optimizer.step()
+                if state.live_map is not None:
+                    with torch.no_grad():
+                        state.live_map.clamp_(min=0)
+                state.step += 1
+                for key, value in (("stage", t), ("epoch", state.stage * per_stage + state.epoch + 1),
+                                   ("warmup", warmup), ("loss", float(loss)), ("grad_norm", float(norm)),
+                                   ("clip_threshold", float(d.clip_factor * state.ema))):
+                    state.curves.setdefault(key, []).append(value)
+                state.seconds["distill"] = state.seconds.get("distill", 0.0) + time.monotonic() - start
+                done = (state.stage * per_stage + state.epoch) * steps + state.step
+                progress.step(done, stage=t, epoch=state.stage * per_stage + state.epoch + 1,
+                              loss=float(loss))
+                state.optimizer = optimizer.state_dict()
+                if should_stop():
+                    checkpoint()
+                    raise Interrupted(f"stopped after outer step {done} of {total}; rerun to resume")
+                if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
+                    checkpoint()
+                    last_save = time.monotonic()
+            state.step = 0
+            state.epoch += 1
+            epoch = state.stage * per_stage + state.epoch
+            # The stage's last epoch is measured by the stage-end evaluation below.
+            if cfg.eval.every_epochs and epoch % cfg.eval.every_epochs == 0 and state.epoch < per_stage:
+                posters, labels = pool.stacked(geom, cfg.poster.label_eps)
+                result = engine.evaluate(posters, labels, state.pi, _members(state), "epoch", epoch)
+                state.in_stage.append((epoch, result))
+                checkpoint()
+                last_save = time.monotonic()
+
+        _end_stage(engine, pool, opts)
+        state.stage += 1
+        state.epoch = 0
+        state.ema = None  # the clip EMA restarts with every stage [PPoDD-code]
+        if s.reset_outer_adam:
+            state.optimizer = {}
+        if s.stage_init == "reinit_random" and state.stage < stages:
+            state.live = init_poster(geom, generator(cfg.seed, "poster", state.stage)).to(prep.device)
+            state.optimizer = {}
+        checkpoint()
+        last_save = time.monotonic()
+
+
+def _end_stage(engine: _Engine, pool: Pool, opts: StageWeightOptions) -> None:
+    """Snapshot the live poster, measure A_t, update π for the next stage (§10.1, §10.3)."""
+    prep, state = engine.prep, engine.state
+    cfg, geom, t = prep.cfg, prep.geom, state.stage + 1
+    eps = cfg.poster.label_eps
+    snapshot = state.live.detach().clone()
+    snap_labels = pool.live_labels(geom, eps).detach().clone()
+    snap_map = None if state.live_map is None else state.live_map.detach().clone()
+    if cfg.ppodd.stage_acc_source == "mixture":
+        # The new snapshot would sit at probability 0, so this is the pool as it trained (D8).
+        posters, labels = pool.stacked(geom, eps)
+        result = engine.evaluate(posters, labels, state.pi, _members(state), "stage", t)
+    else:
+        result = engine.evaluate(snapshot[None], snap_labels[None], [1.0], [t], "stage", t)
+    acc = result.best if cfg.ppodd.stage_acc_reduce == "max" else result.final
+    pi_before = list(state.pi)
+    state.bank.append(snapshot)
+    state.bank_labels.append(snap_labels)
+    state.bank_maps.append(snap_map)
+    state.accs.append(acc)
+    state.pi = stage_weights(state.accs, opts)
+    state.stages.append(StageRecord(
+        index=t, epochs=cfg.distill.epochs // cfg.num_stages, poster=snapshot.cpu(),
+        patch_labels=snap_labels.cpu(), label_map=None if snap_map is None else snap_map.cpu(),
+        pi_before=pi_before, pi_after=list(state.pi), accuracy=result, stage_accuracy=acc,
+        pool_pixels=sum(1 for w in pi_before if w > 0) * geom.pixels, in_stage=state.in_stage))
+    state.in_stage = []
+    engine.progress.event("stage_done", stage=t, stage_accuracy=round(acc, 2),
+                          pi=[round(w, 4) for w in state.pi])
+
+
+def _final(engine: _Engine) -> tuple[EvalResult, EvalResult]:
+    """The final live poster alone and the final pool (D7, D12), reusing equal measurements."""
+    prep, state = engine.prep, engine.state
+    cfg, geom = prep.cfg, prep.geom
+    last = state.stages[-1]
+    mixture = cfg.ppodd.stage_acc_source == "mixture"
+    live, live_labels = state.bank[-1], state.bank_labels[-1]
+    if mixture and len(state.stages) == 1:
+        live_result = last.accuracy  # PoDD: the stage-end measurement is the live poster alone
+    else:
+        live_result = engine.evaluate(live[None], live_labels[None], [1.0], [0], "final", "live")
+    stages = len(state.stages)
+    if cfg.ppodd.final_pool == "code_first5":
+        # The pool of the last stage with the π it trained with, as the authors' last evaluation.
+        if mixture:
+            return live_result, last.accuracy
+        posters = torch.stack(state.bank[:stages - 1] + [live])
+        labels = torch.stack(state.bank_labels[:stages - 1] + [live_labels])
+        pool_result = engine.evaluate(posters, labels, last.pi_before, list(range(1, stages)) + [0],
+                                      "final", "pool")
+        return live_result, pool_result
+    if stages == 1:
+        return live_result, live_result
+    # all_stages: P_1 … P_T, where P_T is the live poster; the last snapshot duplicates it, so the
+    # two weights of π_after are merged onto one member.
+    pi = state.pi[:stages - 1] + [state.pi[stages - 1] + state.pi[stages]]
+    posters = torch.stack(state.bank[:stages - 1] + [live])
+    labels = torch.stack(state.bank_labels[:stages - 1] + [live_labels])
+    pool_result = engine.evaluate(posters, labels, pi, list(range(1, stages)) + [0], "final", "pool")
+    return live_result, pool_result
+
+
+def _provenance(prep: Prepared, state: RunState) -> dict:
+    device = prep.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"ppodd_version": ppodd.__version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
+            "device": name, "host": socket.gethostname(), "python": platform.python_version(),
+            "started": state.started,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **{f"seconds_{k}": round(v, 3) for k, v in state.seconds.items()}}
+
+
+def _record(prep: Prepared, state: RunState, live: EvalResult, pool: EvalResult) -> RunRecord:
+    geom = prep.geom
+    return RunRecord(
+        config=to_dict(prep.cfg),
+        geometry={"height": geom.height, "width": geom.width, "tile": geom.tile, "rows": geom.rows,
+                  "cols": geom.cols, "n_x": geom.n_x, "n_y": geom.n_y, "pixels": geom.pixels,
+                  "effective_ipc": geom.effective_ipc},
+        class_order=prep.order, class_names=list(prep.data.class_names),
+        initial_poster=state.initial_poster.cpu(), stages=state.stages, final_live=live, final_pool=pool,
+        curves={k: torch.tensor(v) for k, v in state.curves.items()},
+        provenance=_provenance(prep, state), zca_key=prep.zca_key,
+        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.run.generator"})
+
+
+def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,
+             should_stop: Callable[[], bool] = lambda: False, bar: bool | None = None) -> Path:
+    """Distill and evaluate one cell and return the path of its HDF5 result.
+
+    A complete result already in `out_dir` is returned as it is (unless `force`); a checkpoint
+    of the same config is resumed. Bad input raises ConfigError before any work.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / result_name(cfg)
+    ckpt = path.with_suffix(".ckpt")
+    digest = config_digest(cfg)
+    log = log.bind(cell=path.stem)
+    if path.exists() and not force:
+        try:
+            read_summary(path)
+            log.info("cell_done_already", path=str(path))
+            return path
+        except PpoddError as e:
+            log.warning("result_unreadable_rerun", path=str(path), reason=str(e))
+    if force:
+        ckpt.unlink(missing_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    begin = time.monotonic()
+    prep = prepare(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, 4 * 4 * 3 * prep.geom.pixels * (cfg.num_stages + 2) + (1 << 20))
+    state = load_checkpoint(ckpt, digest, prep.device)
+    if state is None:
+        state = fresh_state(prep)
+    else:
+        log.info("resume", stage=state.stage + 1, epoch=state.epoch, step=state.step)
+    state.seconds["prepare"] = state.seconds.get("prepare", 0.0) + time.monotonic() - begin
+    per_stage = cfg.distill.epochs // cfg.num_stages
+    steps = math.ceil(prep.train_x.shape[0] / min(cfg.distill.real_batch, prep.train_x.shape[0]))
+    done = (state.stage * per_stage + state.epoch) * steps + state.step
+    progress = Progress(cfg.num_stages * per_stage * steps, done, log, bar=bar)
+    progress.event("run_start", device=str(prep.device), poster=f"{prep.geom.width}x{prep.geom.height}",
+                   patches=prep.geom.num_patches, stages=cfg.num_stages, method=cfg.method)
+
+    def checkpoint() -> None:
+        save_checkpoint(state, ckpt, digest)
+
+    _distill(prep, state, progress, checkpoint, should_stop)
+    if not state.final:
+        state.final = list(_final(_Engine(prep, state, progress)))
+        checkpoint()
+    live, pool = state.final
+    write_run(_record(prep, state, live, pool), path)
+    ckpt.unlink(missing_ok=True)
+    progress.event("run_done", path=str(path), accuracy_live=round(live.final, 2),
+                   accuracy_pool=round(pool.final, 2), seconds=round(time.monotonic() - begin, 1))
+    return path
