@@ -291,14 +291,14 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     """An instance of dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
             name = f"{prefix}{key}"
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
             raise ConfigError(f"{name}: unknown key{hint} (allowed: {', '.join(fields)})")
     kwargs = {}
     for name, f in fields.items():

@@ -199,11 +199,15 @@ def _load_cifar(name: str, root: Path, download: bool) -> ImageData:
 def _resolve_tree(root: Path) -> Path:
     """The folder holding train/ and test/: `root` itself, or its only subfolder that does."""
     if not root.is_dir():
-        raise DataError(f"data.root: folder {root} does not exist; expected train/<class>/* and test/<class>/*")
+        raise DataError(
+            f"data.root: folder {root} does not exist; expected train/<class>/* and test/<class>/*"
+        )
     if (root / "train").is_dir() and (root / "test").is_dir():
         return root
     # An archive often unpacks into one top folder; accept that without making the user append it.
-    candidates = [p for p in sorted(root.iterdir()) if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir()]
+    candidates = [
+        p for p in sorted(root.iterdir()) if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir()
+    ]
     if len(candidates) == 1:
         return candidates[0]
     raise DataError(
@@ -352,10 +356,10 @@ def _decode_images(paths: Sequence[Path]) -> Tensor:
 
 def _read_decode_cache(path: Path, key: str) -> dict[str, Any] | None:
     """The cached decoded images if `path` holds a complete entry for `key`, else None."""
+    if not path.is_file():
+        return None
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        return None
     except Exception:  # noqa: BLE001 - any unreadable cache file is rebuilt, never trusted
         return None
     needed = {"format", "key", "train_x", "train_y", "test_x", "test_y", "class_names", "fingerprint"}
@@ -363,8 +367,9 @@ def _read_decode_cache(path: Path, key: str) -> dict[str, Any] | None:
         return None
     if entry["format"] != _CACHE_FORMAT or entry["key"] != key:
         return None
-    if entry["train_x"].dtype != torch.uint8 or entry["train_x"].shape[0] != entry["train_y"].shape[0]:
-        return None
+    for x, y in ((entry["train_x"], entry["train_y"]), (entry["test_x"], entry["test_y"])):
+        if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[0] != len(y):
+            return None
     return entry
 
 

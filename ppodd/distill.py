@@ -55,8 +55,8 @@ class Pool:
 
     def stacked(self, geom: PosterGeometry, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """All members as one (M, 3, H, W) tensor and their labels (M, N, K), live last."""
-        posters = torch.cat([self.frozen, self.live.unsqueeze(0)])
-        labels = torch.cat([self.frozen_labels, self.live_labels(geom, eps).unsqueeze(0)])
+        posters = torch.cat([self.frozen.detach(), self.live.unsqueeze(0)])  # D11: frozen stay constant
+        labels = torch.cat([self.frozen_labels.detach(), self.live_labels(geom, eps).unsqueeze(0)])
         return posters, labels
 
     @property

@@ -34,7 +34,7 @@ class EvalSettings:
     test_batch: int
 
 
-def test_accuracy(params: Params, test_x: torch.Tensor, test_y: torch.Tensor,
+def score_nets(params: Params, test_x: torch.Tensor, test_y: torch.Tensor,
                   chunk: int) -> torch.Tensor:
     """(nets,) top-1 accuracy in percent of stacked networks on the test set, no augmentation."""
     nets = params[0].shape[0]
@@ -80,5 +80,5 @@ def evaluate_pool(posters: torch.Tensor, labels: torch.Tensor, pi: torch.Tensor,
                 draw = draw_step(pi, s.batch_patches, geom.num_patches, s.augment, generator, nets=s.nets)
                 params, state = train_step(params, state, posters, labels, draw, geom, s.lr)
                 step += 1
-            scores.append(test_accuracy(params, test_x, test_y, s.test_batch))
+            scores.append(score_nets(params, test_x, test_y, s.test_batch))
     return torch.stack(scores).cpu()

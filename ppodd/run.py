@@ -418,7 +418,7 @@ def _final(engine: _Engine) -> tuple[EvalResult, EvalResult]:
 def _provenance(prep: Prepared, state: RunState) -> dict:
     device = prep.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return {"ppodd_version": ppodd.__version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
+    return {"ppodd_version": ppodd.__version__, "git_commit": _git_commit(), "torch_version": str(torch.__version__),
             "device": name, "host": socket.gethostname(), "python": platform.python_version(),
             "started": state.started,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -307,7 +307,9 @@ def _attribute(value: Any) -> Any:
     """An HDF5-storable form of one mapping value: None is empty, unknown types their str()."""
     if value is None:
         return h5py.Empty("f4")
-    if isinstance(value, (str, bool, int, float, np.generic)):
+    if isinstance(value, str):
+        return str(value)  # str subclasses (torch's TorchVersion) have no HDF5 type
+    if isinstance(value, (bool, int, float, np.generic)):
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return np.asarray(value, dtype=h5py.string_dtype())

@@ -32,9 +32,9 @@ def _write_tree(root: Path, per_class: dict[str, int] | None = None, fmt: str = 
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                arr = _pixels(hash((split, k, i)) % 10_000, side)
+                arr = _pixels((split == "test") * 1000 + 100 * k + i, side)
                 path = folder / f"{i:04d}.{fmt}"
-                Image.fromarray(arr).save(path, quality=95) if fmt == "jpg" else Image.fromarray(arr).save(path)
+                Image.fromarray(arr).save(path, **({"quality": 95} if fmt == "jpg" else {}))
                 written[path] = arr
     return written
 
@@ -130,9 +130,10 @@ def test_load_imagefolder_parent_with_one_tree_is_accepted(tmp_path: Path):
 def test_load_imagefolder_fingerprint_follows_contents_not_location(tmp_path: Path):
     _write_tree(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    assert load_dataset("imagefolder", tmp_path / "a").fingerprint == load_dataset("imagefolder", tmp_path / "b").fingerprint
+    original = load_dataset("imagefolder", tmp_path / "a").fingerprint
+    assert load_dataset("imagefolder", tmp_path / "b").fingerprint == original
     Image.fromarray(_pixels(999)).save(tmp_path / "b" / "train" / "dog" / "0000.png")
-    assert load_dataset("imagefolder", tmp_path / "a").fingerprint != load_dataset("imagefolder", tmp_path / "b").fingerprint
+    assert load_dataset("imagefolder", tmp_path / "b").fingerprint != original
 
 
 def test_load_imagefolder_missing_root_raises_data_error(tmp_path: Path):

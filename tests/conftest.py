@@ -1,0 +1,21 @@
+import pytest
+import structlog
+
+# A run small enough to go through every stage of the real pipeline in a few seconds.
+TINY = [
+    "data.synthetic.image_size=8", "data.synthetic.train_per_class=20", "data.synthetic.test_per_class=10",
+    "model.width=4", "model.depth=2",
+    "distill.epochs=2", "distill.real_batch=100", "distill.window=2", "distill.total_window=4",
+    "eval.nets=2", "eval.checkpoints=[2,4]", "ppodd.stages=2",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """Overrides that shrink configs/demo.yaml to a seconds-long run with a private cache."""
+    return TINY + [f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture
+def log():
+    return structlog.get_logger("test")

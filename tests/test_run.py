@@ -1,0 +1,88 @@
+import h5py
+import pytest
+import torch
+
+from ppodd.config import load_config
+from ppodd.errors import ConfigError
+from ppodd.run import Interrupted, result_name, run_cell
+from ppodd.store import read_run
+
+
+def run(tmp_path, overrides, log, out="out", **kw):
+    cfg = load_config("configs/demo.yaml", overrides)
+    return cfg, run_cell(cfg, tmp_path / out, log, bar=False, **kw)
+
+
+def assert_same_results(a, b):
+    assert len(a.stages) == len(b.stages)
+    for sa, sb in zip(a.stages, b.stages):
+        assert torch.equal(sa.poster, sb.poster)
+        assert torch.equal(sa.patch_labels, sb.patch_labels)
+        assert sa.pi_before == sb.pi_before and sa.pi_after == sb.pi_after
+        assert torch.equal(sa.accuracy.per_net, sb.accuracy.per_net)
+    assert torch.equal(a.final_live.per_net, b.final_live.per_net)
+    assert torch.equal(a.final_pool.per_net, b.final_pool.per_net)
+    assert torch.equal(a.curves["loss"], b.curves["loss"])
+
+
+def test_run_cell_writes_complete_record_with_honest_budget(tmp_path, tiny_overrides, log):
+    cfg, path = run(tmp_path, tiny_overrides, log)
+    assert path.name == result_name(cfg)
+    rec = read_run(path)
+    assert [s.index for s in rec.stages] == [1, 2]
+    assert rec.stages[0].pi_before == [1.0] and len(rec.stages[1].pi_before) == 2
+    assert sum(rec.stages[1].pi_after) == pytest.approx(1.0)
+    px = rec.geometry["pixels"]
+    assert rec.final_live.pixels == px and rec.final_pool.pixels == 2 * px
+    assert rec.final_live.per_net.shape == (2, 2)
+    assert len(rec.curves["loss"]) == 2 * 2        # 2 stages x 1 epoch x 2 outer steps
+    assert rec.provenance["ppodd_version"] and rec.config["seed"] == 0
+    with h5py.File(path) as f:
+        assert f.attrs["complete"]
+    assert not list((tmp_path / "out").glob("*.ckpt"))
+
+
+def test_run_cell_resumed_after_interruption_is_bitwise_equal(tmp_path, tiny_overrides, log):
+    _, straight = run(tmp_path, tiny_overrides, log, out="a")
+    calls = {"n": 0}
+
+    def stop_after_three():
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    with pytest.raises(Interrupted):
+        run(tmp_path, tiny_overrides, log, out="b", should_stop=stop_after_three)
+    assert not list((tmp_path / "b").glob("*.h5"))
+    assert list((tmp_path / "b").glob("*.ckpt"))
+    _, resumed = run(tmp_path, tiny_overrides, log, out="b")
+    assert_same_results(read_run(straight), read_run(resumed))
+
+
+def test_run_cell_podd_is_single_stage_of_same_path(tmp_path, tiny_overrides, log):
+    _, path = run(tmp_path, tiny_overrides + ["method=podd"], log)
+    rec = read_run(path)
+    assert len(rec.stages) == 1
+    assert torch.equal(rec.final_live.per_net, rec.final_pool.per_net)
+    assert rec.final_pool.pixels == rec.geometry["pixels"]
+
+
+def test_run_cell_code_variant_runs_past_five_stages(tmp_path, tiny_overrides, log):
+    over = tiny_overrides + ["ppodd.variant=code", "ppodd.stages=6", "distill.epochs=6"]
+    _, path = run(tmp_path, over, log)
+    rec = read_run(path)
+    assert len(rec.stages) == 6
+    assert len(rec.final_pool.pi) == 6
+    assert rec.final_pool.pi[4] == 0.0 and rec.final_pool.pi[-1] > 0  # S_5 beyond the 5-slot cap
+
+
+def test_run_cell_complete_result_is_not_recomputed(tmp_path, tiny_overrides, log):
+    _, path = run(tmp_path, tiny_overrides, log)
+    stamp = path.stat().st_mtime_ns
+    _, again = run(tmp_path, tiny_overrides, log)
+    assert again == path and path.stat().st_mtime_ns == stamp
+
+
+def test_run_cell_too_many_patches_per_step_fails_before_work(tmp_path, tiny_overrides, log):
+    with pytest.raises(ConfigError, match="distill.batch_patches: must be <= the poster's"):
+        run(tmp_path, tiny_overrides + ["distill.batch_patches=500"], log)
+    assert not (tmp_path / "out").exists()
