@@ -14,7 +14,7 @@ import structlog
 import typer
 
 import ppodd
-from ppodd.errors import PpoddError
+from ppodd.errors import ConfigError, PpoddError
 
 app = typer.Typer(
     help="Progressive Poster Dataset Distillation (P-PoDD) and PoDD: distill, evaluate, compare.",
@@ -73,6 +73,46 @@ def run(
         typer.echo("interrupted; rerun the same command to resume from the last checkpoint", err=True)
         raise typer.Exit(code=130) from None
     typer.echo(str(path))
+
+
+@app.command()
+def evaluate(
+    poster: Annotated[str, typer.Argument(help="initial | real | a run file (.h5) whose final live poster to score")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
+) -> None:
+    """Score a reference poster under a config's evaluation protocol (§9).
+
+    `initial` is the untrained poster a run starts from; `real` puts one random training image
+    of each class on its tile. A run file is scored with its own stored config, plus --set.
+    """
+    import json
+
+    from ppodd.baselines import KINDS, evaluate_reference
+    from ppodd.config import apply_overrides, build_config, load_config
+    from ppodd.progress import Progress, configure_logging
+    from ppodd.run import prepare
+    from ppodd.store import read_run
+
+    configure_logging()
+    log = structlog.get_logger("ppodd")
+    try:
+        if poster in KINDS:
+            cfg = load_config(config, set_ or [])
+        elif poster.endswith(".h5"):
+            cfg = build_config(apply_overrides(read_run(Path(poster)).config, set_ or []))
+        else:
+            raise ConfigError(f"poster: {poster!r} is not one of {', '.join(KINDS)} or a .h5 run file")
+        result = evaluate_reference(prepare(cfg), poster, Progress(0, 0, log, bar=False))
+    except PpoddError as e:
+        _fail(e)
+    row = {"poster": poster, "checkpoints": result.checkpoints,
+           "mean": [round(float(v), 4) for v in result.mean], "per_net": result.per_net.tolist(),
+           "pixels": result.pixels, "effective_ipc": result.effective_ipc, "seconds": round(result.seconds, 1)}
+    if json_out is not None:
+        json_out.write_text(json.dumps(row, indent=2) + "\n")
+    typer.echo(" ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, row["mean"])))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m ppodd.cli`

@@ -39,6 +39,7 @@ from ppodd.store import check_writable, read_summary, write_run
 from ppodd.zca import apply_zca, load_or_fit_zca
 
 CHECKPOINT_VERSION = 1
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class Interrupted(PpoddError):
@@ -122,7 +123,10 @@ def prepare(cfg: RunConfig) -> Prepared:
     syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
     data = load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
     geom = build_geometry(cfg, data.num_classes, data.image_size, d.name)
-    order = resolve_class_order(cfg.poster.class_order, d.name, geom.rows, geom.cols, data.num_classes)
+    # An image folder holding CIFAR-10's classes (like the shared JPEG copy) is CIFAR-10 for the
+    # purpose of choosing the class order and poster-size rule.
+    kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else d.name
+    order = resolve_class_order(cfg.poster.class_order, kind, geom.rows, geom.cols, data.num_classes)
     train_x, test_x, key = data.train_x, data.test_x, ""
     if d.zca:
         matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, d.zca_reg, cache_dir(cfg))
@@ -237,12 +241,12 @@ def _pool(prep: Prepared, state: RunState) -> Pool:
                 torch.stack(state.bank) if state.bank else empty, frozen_labels)
 
 
-class _Engine:
-    """The pieces of `_distill` that need the prepared data, the settings and the clock."""
+class Evaluator:
+    """Runs §9 evaluations for one prepared run, timing them into the run's phase seconds."""
 
     def __init__(self, prep: Prepared, state: RunState, progress: Progress) -> None:
         self.prep, self.state, self.progress = prep, state, progress
-        self.step_settings, self.eval_settings = _settings(prep.cfg, prep.data.num_classes)
+        _, self.eval_settings = _settings(prep.cfg, prep.data.num_classes)
 
     def evaluate(self, posters: torch.Tensor, labels: torch.Tensor, pi: list[float], members: list[int],
                  *name: object) -> EvalResult:
@@ -271,7 +275,8 @@ def _distill(prep: Prepared, state: RunState, progress: Progress,
     """Run the stage loop from wherever `state` stands until every stage has ended (§8.4, §10)."""
     cfg, geom = prep.cfg, prep.geom
     d, s = cfg.distill, cfg.ppodd
-    engine = _Engine(prep, state, progress)
+    engine = Evaluator(prep, state, progress)
+    step_settings, _ = _settings(cfg, prep.data.num_classes)
     stages, per_stage = cfg.num_stages, cfg.distill.epochs // cfg.num_stages
     n = prep.train_x.shape[0]
     batch = min(d.real_batch, n)
@@ -304,7 +309,7 @@ def _distill(prep: Prepared, state: RunState, progress: Progress,
                 idx = order[state.step * batch:(state.step + 1) * batch]
                 optimizer.zero_grad(set_to_none=True)
                 loss = meta_gradient(pool, pi, geom, prep.train_x[idx], prep.train_y[idx], warmup,
-                                     engine.step_settings,
+                                     step_settings,
                                      generator(cfg.seed, "step", state.stage, state.epoch, state.step))
                 state.live.grad, state.ema, norm = clip_by_ema(state.live.grad, state.ema, d.clip_ema,
                                                                d.clip_factor)
@@ -352,7 +357,7 @@ def _distill(prep: Prepared, state: RunState, progress: Progress,
         last_save = time.monotonic()
 
 
-def _end_stage(engine: _Engine, pool: Pool, opts: StageWeightOptions) -> None:
+def _end_stage(engine: Evaluator, pool: Pool, opts: StageWeightOptions) -> None:
     """Snapshot the live poster, measure A_t, update π for the next stage (§10.1, §10.3)."""
     prep, state = engine.prep, engine.state
     cfg, geom, t = prep.cfg, prep.geom, state.stage + 1
@@ -383,7 +388,7 @@ def _end_stage(engine: _Engine, pool: Pool, opts: StageWeightOptions) -> None:
                           pi=[round(w, 4) for w in state.pi])
 
 
-def _final(engine: _Engine) -> tuple[EvalResult, EvalResult]:
+def _final(engine: Evaluator) -> tuple[EvalResult, EvalResult]:
     """The final live poster alone and the final pool (D7, D12), reusing equal measurements."""
     prep, state = engine.prep, engine.state
     cfg, geom = prep.cfg, prep.geom
@@ -484,7 +489,7 @@ def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,
 
     _distill(prep, state, progress, checkpoint, should_stop)
     if not state.final:
-        state.final = list(_final(_Engine(prep, state, progress)))
+        state.final = list(_final(Evaluator(prep, state, progress)))
         checkpoint()
     live, pool = state.final
     write_run(_record(prep, state, live, pool), path)
