@@ -6,6 +6,7 @@ fails exits 1 with a short message; neither prints a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -46,6 +47,18 @@ def main(
     """ppodd distills image data sets into posters and evaluates them."""
 
 
+def _stop_on_signals() -> list[int]:
+    """A list that SIGTERM or SIGUSR2 (Slurm's warnings before preemption and time-out) fill.
+
+    The run checks it after every outer step, saves its checkpoint and stops; the same command
+    then resumes where it stopped.
+    """
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    return received
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
@@ -64,9 +77,10 @@ def run(
 
     configure_logging()
     log = structlog.get_logger("ppodd")
+    stop = _stop_on_signals()
     try:
         cfg = load_config(config, set_ or [])
-        path = run_cell(cfg, out, log, force=force)
+        path = run_cell(cfg, out, log, force=force, should_stop=lambda: bool(stop))
     except PpoddError as e:
         _fail(e)
     except KeyboardInterrupt:

@@ -104,7 +104,6 @@ class DistillConfig:
     clip_ema: float = _opt(0.9, lo=0.0, hi=1.0)
     clip_factor: float = _opt(2.0, lo=0.0, lo_open=True)
     augment: bool = _opt(True, doc="flip_rotate on synthetic and real batches (§7)")
-    checkpoint_window: bool = _opt(False, doc="recompute window activations in the meta-backward")
 
 
 @dataclass(frozen=True)

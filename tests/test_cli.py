@@ -22,7 +22,7 @@ def test_run_unknown_key_exits_2_with_one_line(tmp_path):
     assert result.output.strip().splitlines() == [
         "error: distill.windw: unknown key; did you mean 'distill.window'? (allowed: epochs, batch_patches, "
         "real_batch, real_subbatch, window, total_window, min_window, warmup, inner_lr, outer_lr, clip_ema, "
-        "clip_factor, augment, checkpoint_window)"]
+        "clip_factor, augment)"]
     assert not list(tmp_path.iterdir())
 
 

@@ -86,3 +86,28 @@ def test_run_cell_too_many_patches_per_step_fails_before_work(tmp_path, tiny_ove
     with pytest.raises(ConfigError, match="distill.batch_patches: must be <= the poster's"):
         run(tmp_path, tiny_overrides + ["distill.batch_patches=500"], log)
     assert not (tmp_path / "out").exists()
+
+
+def test_ppodd_run_sigterm_checkpoints_exits_and_resumes(tmp_path, tiny_overrides):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    sets = [a for o in tiny_overrides + ["distill.epochs=20"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "ppodd.cli", "run", "--config", "configs/demo.yaml", *sets,
+           "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PPODD_CACHE": str(tmp_path / "cache")})
+    for line in proc.stderr:
+        if '"outer_step"' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "rerun to resume" in err
+    assert list((tmp_path / "out").glob("*.ckpt")) and not list((tmp_path / "out").glob("*.h5"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert '"resume"' in done.stderr
+    assert done.stdout.strip().endswith(".h5")
