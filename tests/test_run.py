@@ -111,3 +111,18 @@ def test_ppodd_run_sigterm_checkpoints_exits_and_resumes(tmp_path, tiny_override
     assert done.returncode == 0, done.stderr
     assert '"resume"' in done.stderr
     assert done.stdout.strip().endswith(".h5")
+
+
+def test_run_cell_learned_labels_train_and_stay_nonnegative(tmp_path, tiny_overrides, log):
+    _, path = run(tmp_path, tiny_overrides + ["poster.labels=learned"], log)
+    rec = read_run(path)
+    for stage in rec.stages:
+        assert stage.label_map is not None and (stage.label_map >= 0).all()
+        torch.testing.assert_close(stage.patch_labels.sum(1), torch.ones(len(stage.patch_labels)))
+    assert not torch.equal(rec.stages[0].label_map, rec.stages[1].label_map)
+
+
+def test_run_cell_in_stage_evaluations_skip_the_stage_end(tmp_path, tiny_overrides, log):
+    _, path = run(tmp_path, tiny_overrides + ["distill.epochs=4", "eval.every_epochs=1"], log)
+    rec = read_run(path)
+    assert [[e for e, _ in s.in_stage] for s in rec.stages] == [[1], [3]]
