@@ -15,7 +15,9 @@ import torch
 from ppodd.errors import ConfigError
 from ppodd.poster import PosterGeometry, blend_strip
 from ppodd.record import EvalResult
-from ppodd.run import Prepared, Evaluator, fresh_state, generator
+from ppodd.prepare import Prepared
+from ppodd.run import Evaluator, fresh_state
+from ppodd.seeding import generator
 from ppodd.store import read_run
 
 KINDS = ("initial", "real")

@@ -8,165 +8,41 @@ stage loop (PoDD is its single-stage case) in plain sight in `_distill`, and han
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
 import math
-import os
 import platform
 import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 import ppodd
-from ppodd.class_order import resolve_class_order
+from ppodd.checkpoint import RunState, load_checkpoint, save_checkpoint
 from ppodd.config import RunConfig, config_digest, to_dict
-from ppodd.data import ImageData, SyntheticSpec, load_dataset
 from ppodd.distill import Pool, StepSettings, clip_by_ema, meta_gradient
-from ppodd.errors import ConfigError, PpoddError
+from ppodd.errors import PpoddError
 from ppodd.evaluate import EvalSettings, evaluate_pool
-from ppodd.labels import fixed_labels, init_label_map, learned_label_shape, read_patch_labels
-from ppodd.poster import PosterGeometry, init_poster, make_geometry
+from ppodd.labels import init_label_map
+from ppodd.poster import init_poster
+from ppodd.prepare import Prepared, prepare
 from ppodd.progress import Progress
 from ppodd.record import EvalResult, RunRecord, StageRecord
+from ppodd.seeding import generator
 from ppodd.stage_weights import StageWeightOptions, stage_weights
 from ppodd.store import check_writable, read_summary, write_run
-from ppodd.zca import apply_zca, load_or_fit_zca
-
-CHECKPOINT_VERSION = 1
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class Interrupted(PpoddError):
     """The run was asked to stop (a signal or a test); its checkpoint holds all finished work."""
 
 
-def generator(seed: int, *names: object) -> torch.Generator:
-    """A CPU generator seeded from the run seed and a name path, e.g. ("step", 2, 14, 3).
-
-    Every random draw of a run comes from one of these (D13), so any step can be replayed on
-    resume without storing generator states, and nothing depends on the device.
-    """
-    digest = hashlib.sha256(repr((seed,) + names).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-
-
 def result_name(cfg: RunConfig) -> str:
     """The file name of a cell's result: readable fields plus a digest of the whole config."""
     return (f"{cfg.method}-{cfg.data.name}-ipc{cfg.poster.ipc:g}-seed{cfg.seed}-"
             f"{config_digest(cfg)}.h5")
-
-
-def cache_dir(cfg: RunConfig) -> Path:
-    """Where ZCA matrices and decoded images are cached."""
-    if cfg.data.cache_dir:
-        return Path(cfg.data.cache_dir).expanduser()
-    return Path(os.environ.get("PPODD_CACHE", "~/.cache/ppodd")).expanduser()
-
-
-def select_device(name: str) -> torch.device:
-    """The torch device for `device: auto | cpu | cuda`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for, but no CUDA device is visible; use auto or cpu")
-    return torch.device(name)
-
-
-@dataclass
-class Prepared:
-    """Everything a run needs that is derived from the config and the data, checked up front."""
-
-    cfg: RunConfig
-    device: torch.device
-    data: ImageData
-    train_x: torch.Tensor       # (n, 3, a, a) whitened, on the device
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    geom: PosterGeometry
-    order: list[list[int]]
-    fixed_labels: torch.Tensor | None   # (N, K) with fixed labels
-    label_shape: tuple[int, int] | None  # (h_l, w_l) with learned labels
-    zca_key: str
-
-
-def build_geometry(cfg: RunConfig, num_classes: int, image_size: int, dataset: str) -> PosterGeometry:
-    """The poster geometry a config asks for (§2), or ConfigError naming what does not fit."""
-    p = cfg.poster
-    rule = p.size_rule if p.size_rule != "auto" else ("square" if dataset == "cifar100" else "rows")
-    try:
-        geom = make_geometry(p.ipc, num_classes, image_size, rows=p.rows or None, cols=p.cols or None,
-                             height=p.height or None, width=p.width or None,
-                             n_x=p.patches_x or None, n_y=p.patches_y or None,
-                             size_rule=rule, patch_stride_mode=p.patch_stride_mode)
-    except ConfigError as e:
-        raise ConfigError(f"poster: {e}") from None
-    if cfg.distill.batch_patches > geom.num_patches:
-        raise ConfigError(f"distill.batch_patches: must be <= the poster's {geom.num_patches} patches "
-                          f"({geom.n_x} x {geom.n_y}), got {cfg.distill.batch_patches}")
-    return geom
-
-
-def prepare(cfg: RunConfig) -> Prepared:
-    """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
-    if cfg.distill.epochs < cfg.num_stages:
-        raise ConfigError(f"distill.epochs: must be >= ppodd.stages ({cfg.num_stages}) so every stage "
-                          f"gets an epoch, got {cfg.distill.epochs}")
-    device = select_device(cfg.device)
-    d = cfg.data
-    syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
-    data = load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
-    geom = build_geometry(cfg, data.num_classes, data.image_size, d.name)
-    # An image folder holding CIFAR-10's classes (like the shared JPEG copy) is CIFAR-10 for the
-    # purpose of choosing the class order and poster-size rule.
-    kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else d.name
-    order = resolve_class_order(cfg.poster.class_order, kind, geom.rows, geom.cols, data.num_classes)
-    train_x, test_x, key = data.train_x, data.test_x, ""
-    if d.zca:
-        matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, d.zca_reg, cache_dir(cfg))
-        train_x, test_x = apply_zca(train_x, matrix), apply_zca(test_x, matrix)
-    labels, shape = None, None
-    if cfg.poster.labels == "fixed":
-        labels = fixed_labels(geom, order, cfg.poster.fixed_label_mode).to(device)
-    else:
-        shape = learned_label_shape(geom.height, geom.width, data.num_classes)
-    return Prepared(cfg, device, data, train_x.to(device), data.train_y.to(device), test_x.to(device),
-                    data.test_y.to(device), geom, order, labels, shape, key)
-
-
-@dataclass
-class RunState:
-    """Everything needed to continue a run after the last finished outer step.
-
-    stage, epoch and step index the next outer step (0-based within stage and epoch). Together
-    with the seed they fix every later random draw, so a resumed run repeats the uninterrupted one.
-    """
-
-    stage: int
-    epoch: int
-    step: int
-    live: torch.Tensor
-    live_map: torch.Tensor | None
-    optimizer: dict
-    ema: torch.Tensor | None
-    bank: list[torch.Tensor]
-    bank_labels: list[torch.Tensor]
-    bank_maps: list[torch.Tensor | None]
-    accs: list[float]
-    pi: list[float]
-    initial_poster: torch.Tensor
-    stages: list[StageRecord] = field(default_factory=list)
-    in_stage: list[tuple[int, EvalResult]] = field(default_factory=list)
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    started: str = ""
-    final: list[EvalResult] = field(default_factory=list)  # [live, pool] once measured
 
 
 def fresh_state(prep: Prepared) -> RunState:
@@ -179,30 +55,6 @@ def fresh_state(prep: Prepared) -> RunState:
                     optimizer={}, ema=None, bank=[], bank_labels=[], bank_maps=[], accs=[], pi=[1.0],
                     initial_poster=poster.clone(),
                     started=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-
-
-def save_checkpoint(state: RunState, path: Path, digest: str) -> None:
-    """Write the state next to the result, atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"version": CHECKPOINT_VERSION, "config_digest": digest, "state": state.__dict__}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, digest: str, device: torch.device) -> RunState | None:
-    """The saved state of this exact config, or None when there is none to resume."""
-    if not path.exists():
-        return None
-    try:
-        # Our own file, written by save_checkpoint; it holds dataclass records, hence no weights_only.
-        blob = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # a checkpoint cut short by a full disk is not worth a crash: start over
-        raise PpoddError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from None
-    if blob.get("version") != CHECKPOINT_VERSION or blob.get("config_digest") != digest:
-        raise PpoddError(f"checkpoint {path} belongs to another config or ppodd version; delete it to start over")
-    return RunState(**blob["state"])
 
 
 def _git_commit() -> str:
@@ -391,7 +243,7 @@ def _end_stage(engine: Evaluator, pool: Pool, opts: StageWeightOptions) -> None:
 def _final(engine: Evaluator) -> tuple[EvalResult, EvalResult]:
     """The final live poster alone and the final pool (D7, D12), reusing equal measurements."""
     prep, state = engine.prep, engine.state
-    cfg, geom = prep.cfg, prep.geom
+    cfg = prep.cfg
     last = state.stages[-1]
     mixture = cfg.ppodd.stage_acc_source == "mixture"
     live, live_labels = state.bank[-1], state.bank_labels[-1]
@@ -441,7 +293,7 @@ def _record(prep: Prepared, state: RunState, live: EvalResult, pool: EvalResult)
         initial_poster=state.initial_poster.cpu(), stages=state.stages, final_live=live, final_pool=pool,
         curves={k: torch.tensor(v) for k, v in state.curves.items()},
         provenance=_provenance(prep, state), zca_key=prep.zca_key,
-        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.run.generator"})
+        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.seeding.generator"})
 
 
 def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,

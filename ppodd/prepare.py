@@ -1,0 +1,102 @@
+"""Everything a run derives from its config and data before any distillation, checked up front.
+
+Bad input (a missing data set, a poster over its budget, more patches per step than the poster
+has) fails here, before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ppodd.class_order import resolve_class_order
+from ppodd.config import RunConfig
+from ppodd.data import ImageData, SyntheticSpec, load_dataset
+from ppodd.errors import ConfigError
+from ppodd.labels import fixed_labels, learned_label_shape
+from ppodd.poster import PosterGeometry, make_geometry
+from ppodd.zca import apply_zca, load_or_fit_zca
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def cache_dir(cfg: RunConfig) -> Path:
+    """Where ZCA matrices and decoded images are cached."""
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir).expanduser()
+    return Path(os.environ.get("PPODD_CACHE", "~/.cache/ppodd")).expanduser()
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for `device: auto | cpu | cuda`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for, but no CUDA device is visible; use auto or cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs that is derived from the config and the data, checked up front."""
+
+    cfg: RunConfig
+    device: torch.device
+    data: ImageData
+    train_x: torch.Tensor       # (n, 3, a, a) whitened, on the device
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    geom: PosterGeometry
+    order: list[list[int]]
+    fixed_labels: torch.Tensor | None   # (N, K) with fixed labels
+    label_shape: tuple[int, int] | None  # (h_l, w_l) with learned labels
+    zca_key: str
+
+
+def build_geometry(cfg: RunConfig, num_classes: int, image_size: int, dataset: str) -> PosterGeometry:
+    """The poster geometry a config asks for (§2), or ConfigError naming what does not fit."""
+    p = cfg.poster
+    rule = p.size_rule if p.size_rule != "auto" else ("square" if dataset == "cifar100" else "rows")
+    try:
+        geom = make_geometry(p.ipc, num_classes, image_size, rows=p.rows or None, cols=p.cols or None,
+                             height=p.height or None, width=p.width or None,
+                             n_x=p.patches_x or None, n_y=p.patches_y or None,
+                             size_rule=rule, patch_stride_mode=p.patch_stride_mode)
+    except ConfigError as e:
+        raise ConfigError(f"poster: {e}") from None
+    if cfg.distill.batch_patches > geom.num_patches:
+        raise ConfigError(f"distill.batch_patches: must be <= the poster's {geom.num_patches} patches "
+                          f"({geom.n_x} x {geom.n_y}), got {cfg.distill.batch_patches}")
+    return geom
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
+    if cfg.distill.epochs < cfg.num_stages:
+        raise ConfigError(f"distill.epochs: must be >= ppodd.stages ({cfg.num_stages}) so every stage "
+                          f"gets an epoch, got {cfg.distill.epochs}")
+    device = select_device(cfg.device)
+    d = cfg.data
+    syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
+    data = load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
+    geom = build_geometry(cfg, data.num_classes, data.image_size, d.name)
+    # An image folder holding CIFAR-10's classes (like the shared JPEG copy) is CIFAR-10 for the
+    # purpose of choosing the class order and poster-size rule.
+    kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else d.name
+    order = resolve_class_order(cfg.poster.class_order, kind, geom.rows, geom.cols, data.num_classes)
+    train_x, test_x, key = data.train_x, data.test_x, ""
+    if d.zca:
+        matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, d.zca_reg, cache_dir(cfg))
+        train_x, test_x = apply_zca(train_x, matrix), apply_zca(test_x, matrix)
+    labels, shape = None, None
+    if cfg.poster.labels == "fixed":
+        labels = fixed_labels(geom, order, cfg.poster.fixed_label_mode).to(device)
+    else:
+        shape = learned_label_shape(geom.height, geom.width, data.num_classes)
+    return Prepared(cfg, device, data, train_x.to(device), data.train_y.to(device), test_x.to(device),
+                    data.test_y.to(device), geom, order, labels, shape, key)
