@@ -279,6 +279,7 @@ def _provenance(prep: Prepared, state: RunState) -> dict:
             "device": name, "host": socket.gethostname(), "python": platform.python_version(),
             "started": state.started,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds_total": round(sum(state.seconds.values()), 3),
             **{f"seconds_{k}": round(v, 3) for k, v in state.seconds.items()}}
 
 

@@ -46,7 +46,7 @@ unless a line says otherwise.
         label_map           (K, h_l, w_l) float32; only with learned labels (§5.2)
         pi_before           (t,) float64: π the stage trained with, over [S_1 … S_{t-1}, live]
         pi_after            (t+1,) float64: π for the next stage, over [S_1 … S_t, live]
-                            (both shorter when D9 caps the pool)
+                            (members beyond a D9 cap have weight 0)
         accuracy/           eval group: the stage-end measurement behind A_t
         in_stage/<epoch>    eval group per in-stage evaluation, epoch zero-padded to 5 digits
     /final/live             eval group: the final live poster alone
