@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -328,3 +329,13 @@ def test_check_writable_folder_under_a_file_refused(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PpoddError, match="cannot create output folder"):
         store.check_writable(blocker / "out", need_bytes=0)
+
+
+def test_read_archived_format_v1():
+    path = Path(__file__).parent / "data" / "run-format-v1.h5"
+    record = store.read_run(path)
+    summary = store.read_summary(path)
+    assert summary["format_version"] == 1 and summary["method"] == "ppodd"
+    assert list(summary["poster_shape"]) == [3, 15, 38]
+    assert len(record.stages) == 2 and record.stages[1].pi_before == summary["stage_list"][1]["pi_before"]
+    assert summary["final_accuracy_live"] == record.final_live.final
