@@ -106,7 +106,7 @@ def evaluate(
     from ppodd.baselines import KINDS, evaluate_reference
     from ppodd.config import apply_overrides, build_config, load_config
     from ppodd.progress import Progress, configure_logging
-    from ppodd.run import prepare
+    from ppodd.prepare import prepare
     from ppodd.store import read_run
 
     configure_logging()
@@ -127,6 +127,213 @@ def evaluate(
     if json_out is not None:
         json_out.write_text(json.dumps(row, indent=2) + "\n")
     typer.echo(" ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, row["mean"])))
+
+
+SLURM = "Slurm"
+
+
+def _slurm_opt(help_: str = "", *names: str):
+    return typer.Option(*names, rich_help_panel=SLURM, help=help_)
+
+
+@app.command()
+def submit(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    method: Annotated[Optional[str], typer.Option(help="ppodd,podd (default: the config's)")] = None,
+    ipc: Annotated[Optional[str], typer.Option(help="IPC list, e.g. 0.6,0.9 (default: the config's)")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="0-4, 0,2,5 or 0-4,9 (default: the config's)")] = None,
+    grid: Annotated[Optional[list[str]],
+                    typer.Option(help="KEY=V1,V2 axis, e.g. ppodd.boost=0,1.5 (repeatable)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder (shared with the nodes)")] = Path("results"),
+    cluster: Annotated[str, typer.Option(help="auto | slurm | local | debug; auto: Slurm when a controller answers")]
+    = "auto",
+    workers: Annotated[int, typer.Option(help="local: cells run at a time")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="rerun every cell, complete or not")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the sbatch script and array map; "
+                                                           "write and submit nothing")] = False,
+    wait: Annotated[int, typer.Option(help="Slurm: wait up to this many seconds for the cells to end "
+                                           "(0: return once queued)")] = 0,
+    partition: Annotated[str, _slurm_opt()] = "",
+    account: Annotated[str, _slurm_opt()] = "",
+    qos: Annotated[str, _slurm_opt()] = "",
+    time_limit: Annotated[str, _slurm_opt("per task: minutes, H:MM:SS or D-HH:MM:SS", "--time")] = "12:00:00",
+    cpus_per_task: Annotated[int, _slurm_opt("0: the site's default")] = 0,
+    mem: Annotated[str, _slurm_opt("e.g. 32G; empty: the site's default")] = "",
+    gpus_per_node: Annotated[int, _slurm_opt()] = 1,
+    array_parallelism: Annotated[int, _slurm_opt("array tasks running at once")] = 64,
+    slurm_setup: Annotated[Optional[list[str]],
+                           _slurm_opt("shell line before each task, e.g. 'module load apptainer' (repeatable)")] = None,
+    sbatch: Annotated[Optional[list[str]],
+                      _slurm_opt("extra #SBATCH option, e.g. --sbatch=--constraint=a100 (repeatable)")] = None,
+    signal_delay: Annotated[int, _slurm_opt("seconds before the limit that USR2 asks for a checkpoint")] = 120,
+    max_requeues: Annotated[int, _slurm_opt("time-outs that requeue a task")] = 3,
+) -> None:
+    """Run a grid of cells: one Slurm array task per cell, or locally without Slurm.
+
+    Complete cells are skipped, failed and unfinished ones rerun and resume from their
+    checkpoints. The array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
+    """
+    from ppodd import jobs
+
+    try:
+        if cluster not in jobs.CLUSTERS:
+            raise ConfigError(f"--cluster {cluster!r}: allowed {', '.join(jobs.CLUSTERS)}")
+        opts = jobs.SlurmOptions(partition, account, qos, jobs.parse_time(time_limit), cpus_per_task, mem,
+                                 gpus_per_node, array_parallelism, tuple(slurm_setup or ()), tuple(sbatch or ()),
+                                 signal_delay, max_requeues)
+        jobs.check_slurm_options(opts)
+        if workers < 1:
+            raise ConfigError(f"--workers: must be >= 1, got {workers}")
+        cells = jobs.expand_grid(config, set_ or [], jobs.parse_list("--method", method) if method else [],
+                                 jobs.parse_list("--ipc", ipc) if ipc else [],
+                                 jobs.parse_seeds(seeds) if seeds else [], jobs.parse_grid(grid or []), out)
+        chosen = jobs.resolve_cluster(cluster)
+        if chosen == "slurm":
+            jobs.check_slurm_out(out)
+        todo, skipped = _split_done(cells, out, force, chosen)
+        if dry_run:
+            _print_plan(jobs, todo, skipped, out, chosen, opts)
+            return
+        _prepare_once(todo)
+        _clear_for_rerun(jobs, todo, force)
+        out.mkdir(parents=True, exist_ok=True)
+        argv = ["ppodd", *sys.argv[1:]]
+        if chosen == "slurm":
+            tasks = jobs.submit_slurm(todo, out, opts)
+            jobs.record_submission(out, cells, chosen, opts, tasks, [c.name for c in skipped], argv)
+        else:
+            tasks = [{"array_index": i, "job_id": None, "cell": c.name} for i, c in enumerate(todo)]
+            jobs.record_submission(out, cells, chosen, None, tasks, [c.name for c in skipped], argv)
+        typer.echo(f"{len(todo)} cell(s) to run on {chosen}, {len(skipped)} skipped; manifest {out / jobs.MANIFEST}")
+        for task, cell in zip(tasks, todo):
+            typer.echo(f"  {task['array_index']:4d}  {task['job_id'] or '-':12}  {cell.path}")
+        if chosen == "local":
+            from ppodd.progress import configure_logging
+
+            configure_logging()
+            jobs.run_local(todo, workers, typer.echo)
+        elif chosen == "debug":
+            jobs.run_debug(todo, out)
+        elif wait > 0:
+            _wait_for(jobs, out, {c.name for c in todo}, wait)
+        if chosen != "slurm" or wait > 0:
+            rows = jobs.cell_statuses(out, jobs.queue_states() if chosen == "slurm" else None)
+            typer.echo(jobs.status_table(rows))
+            if any(r.state != "done" for r in rows if r.cell in {c.name for c in todo}):
+                raise PpoddError(f"not every cell is done; see `ppodd status {out}` and {out / jobs.LOG_FOLDER}")
+    except PpoddError as e:
+        _fail(e)
+    except (jobs.submitit.core.utils.FailedJobError, jobs.submitit.core.utils.FailedSubmissionError) as e:
+        _fail(PpoddError(f"sbatch refused the array: {' '.join(str(e).split())[:400]}"))
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume from the last checkpoints", err=True)
+        raise typer.Exit(code=130) from None
+
+
+def _split_done(cells, out: Path, force: bool, cluster: str):
+    """(cells to run, cells skipped): complete ones, and on Slurm those still queued from before."""
+    from ppodd import jobs
+    from ppodd.store import StoreError, read_summary
+
+    queued: set[str] = set()
+    if cluster == "slurm" and (out / jobs.MANIFEST).exists():
+        queue = jobs.queue_states() or {}
+        queued = {r.cell for r in jobs.cell_statuses(out, queue) if r.state in ("pending", "running", "requeued")}
+    todo, skipped = [], []
+    for cell in cells:
+        if cell.name in queued:
+            skipped.append(cell)
+            continue
+        try:
+            if not force:
+                read_summary(cell.path)
+                skipped.append(cell)
+                continue
+        except StoreError:
+            pass
+        todo.append(cell)
+    return todo, skipped
+
+
+def _print_plan(jobs, todo, skipped, out: Path, cluster: str, opts) -> None:
+    typer.echo(f"# {len(todo)} cell(s) to run, {len(skipped)} skipped (complete or queued); cluster {cluster}")
+    if cluster == "slurm" and todo:
+        typer.echo(f"# ppodd {ppodd.__version__} and submitit {jobs.submitit.__version__} under {sys.executable}; "
+                   "the nodes must have the same")
+        size = jobs.max_array_size() if jobs.slurm_reachable() else 1001
+        typer.echo(f"# sbatch script (arrays of at most {size} tasks)")
+        typer.echo(jobs.sbatch_script(out, opts, min(len(todo), size)))
+    typer.echo("# array map")
+    typer.echo(jobs.cell_table(todo))
+
+
+def _prepare_once(cells) -> None:
+    """Load data, fit the ZCA and resolve the class order once per distinct setting, before any task."""
+    import json
+
+    from ppodd.config import apply_overrides, build_config
+    from ppodd.prepare import prepare
+
+    seen: set[str] = set()
+    for cell in cells:
+        key = json.dumps([cell.config["data"], cell.config["poster"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            # A login node often has no GPU; the caches prepare fills do not depend on the device.
+            prepare(build_config(apply_overrides(cell.config, ["device=cpu"])))
+
+
+def _clear_for_rerun(jobs, cells, force: bool) -> None:
+    """Forget old failures of the cells about to run; with --force, their results and checkpoints too."""
+    for cell in cells:
+        jobs.state_path(cell.path).unlink(missing_ok=True)
+        if force:
+            cell.path.unlink(missing_ok=True)
+            cell.path.with_suffix(".ckpt").unlink(missing_ok=True)
+
+
+def _wait_for(jobs, out: Path, names: set[str], seconds: int) -> None:
+    """Poll the files and one squeue listing every few seconds until the cells end, at most `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = jobs.cell_statuses(out, jobs.queue_states())
+        if all(r.state in ("done", "failed", "incomplete") for r in rows if r.cell in names):
+            return
+        time.sleep(2)
+    typer.echo(f"gave up waiting after {seconds} s; the jobs stay queued", err=True)
+
+
+@app.command()
+def status(
+    folder: Annotated[Path, typer.Argument(help="results folder holding manifest.json")],
+    format_: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+) -> None:
+    """Show every cell of a results folder: pending, running, requeued, done, failed (with why).
+
+    Read from the manifest and the files, plus one squeue call when Slurm answers.
+    """
+    import json
+
+    from ppodd import jobs
+
+    try:
+        if format_ not in ("table", "json"):
+            raise ConfigError(f"--format {format_!r}: allowed table, json")
+        if not (folder / jobs.MANIFEST).exists():
+            raise ConfigError(f"{folder}: no {jobs.MANIFEST}; `ppodd submit --out {folder}` writes it")
+        manifest = jobs.read_manifest(folder)
+        on_slurm = any(s.get("cluster") == "slurm" for s in manifest["submissions"])
+        rows = jobs.cell_statuses(folder, jobs.queue_states() if on_slurm else None)
+    except PpoddError as e:
+        _fail(e)
+    if format_ == "json":
+        typer.echo(json.dumps([{"cell": r.cell, "state": r.state, "job_id": r.job_id, "detail": r.detail}
+                               for r in rows], indent=1))
+    else:
+        typer.echo(jobs.status_table(rows))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m ppodd.cli`
