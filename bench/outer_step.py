@@ -1,77 +1,92 @@
-"""Seconds and peak memory of one outer step at a fixed warm-up and window (issue 6, setting 1).
+"""Seconds, FLOP rate and peak memory of one outer step (§8.3) at a fixed warm-up and window.
 
-    python -m bench.outer_step --repeats 5 [--set model.width=128 ...]
+    python -m bench.outer_step --setting 1 [--repeats 5] [--set distill.real_subbatch=128 ...]
 
-Setting 1 (the defaults here): window 10, warm-up 10, 96 patches, real batch 256, ConvNet-128 on
-32 x 32 synthetic images (the step's cost does not depend on the pixel values). Writes one JSON
-file under bench/results/ and prints a line per repeat. Peak memory is the process's maximum RSS
-on the CPU and torch.cuda.max_memory_allocated on a GPU.
+Settings (issue 6), all with the warm-up count c fixed instead of drawn:
+  1      window 10, warm-up 10, 96 patches, real batch 256, ConvNet-128 on 32 × 32 synthetic images;
+  2      configs/cpu.yaml (CIFAR-10 image folder, ConvNet-32), warm-up 10 (the mean of its 0..20);
+  paper  ω 60, warm-up 70, B 5000 in sub-batches of 1000, ConvNet-128 on 32 × 32 synthetic images
+         (the step's cost does not depend on pixel values); on the CPU with window checkpointing.
+The first step is not timed (allocator and kernel warm-up). With --flops, one more untimed step
+runs under torch.utils.flop_counter.FlopCounterMode to count the step's FLOPs, so the result
+gives the achieved GFLOP/s.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import resource
-import socket
-import statistics
-import time
-from pathlib import Path
+import sys
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from bench.common import machine, parser, pick_device, reset_peak, spread, timed, write_result
 from ppodd.config import load_config, to_dict
-from ppodd.distill import Pool
+from ppodd.distill import Pool, meta_gradient
 from ppodd.prepare import prepare
 from ppodd.run import _settings, fresh_state
-from ppodd.distill import meta_gradient
 from ppodd.seeding import generator
 
-SETTING_1 = ["data.synthetic.image_size=32", "data.synthetic.train_per_class=100",
-             "model.width=128", "distill.window=10", "distill.warmup=10", "distill.total_window=200",
-             "distill.real_batch=256", "distill.batch_patches=96", "method=podd"]
+_SYNTHETIC_32 = ["data.name=synthetic", "data.synthetic.image_size=32", "method=podd"]
+SETTINGS = {
+    "1": ("configs/demo.yaml", _SYNTHETIC_32 + [
+        "data.synthetic.train_per_class=100", "model.width=128", "distill.window=10", "distill.warmup=10",
+        "distill.total_window=200", "distill.real_batch=256", "distill.batch_patches=96"], 5),
+    "2": ("configs/cpu.yaml", ["distill.warmup=10"], 5),
+    "paper": ("configs/cifar10.yaml", _SYNTHETIC_32 + [
+        "data.synthetic.train_per_class=500", "data.synthetic.test_per_class=10", "distill.warmup=70",
+        "distill.real_subbatch=1000", "distill.checkpoint_window=true"], 1),
+}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--set", action="append", default=[])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--name", default="outer_step_setting1")
-    args = parser.parse_args()
-    cfg = load_config(args.config, SETTING_1 + args.set)
+def main(argv: list[str] | None = None) -> None:
+    """Time `repeats` outer steps at one setting and write the result JSON."""
+    p = parser(__doc__)
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="1")
+    p.add_argument("--set", action="append", default=[], help="extra config overrides KEY=VALUE")
+    p.add_argument("--flops", action="store_true", help="count the step's FLOPs (one more untimed step)")
+    p.add_argument("--name", help="result name (default outer_step_SETTING)")
+    args = p.parse_args(argv)
+    path, overrides, repeats = SETTINGS[args.setting]
+    overrides = overrides + [f"device={args.device}"] + args.set
+    if args.quick:
+        overrides += ["distill.window=2", "distill.warmup=2", "distill.real_batch=64", "model.width=16"]
+        repeats = 1
+    repeats = args.repeats or repeats
+    start = machine(pick_device(args.device))
+    cfg = load_config(path, overrides)
     prep = prepare(cfg)
+    device = prep.device
     state = fresh_state(prep)
     state.live.requires_grad_(True)
-    pool = Pool(state.live, None, prep.fixed_labels, state.live.new_zeros((0, *state.live.shape)),
+    empty = state.live.new_zeros((0, *state.live.shape))
+    pool = Pool(state.live, None, prep.fixed_labels, empty,
                 prep.fixed_labels.new_zeros((0, *prep.fixed_labels.shape)))
     settings, _ = _settings(cfg, prep.data.num_classes)
     batch = cfg.distill.real_batch
-    times = []
-    for i in range(args.repeats + 1):  # the first step warms up the allocator and kernels
-        start = time.perf_counter()
-        loss = meta_gradient(pool, torch.tensor([1.0]), prep.geom, prep.train_x[:batch], prep.train_y[:batch],
-                             cfg.distill.warmup, settings, generator(cfg.seed, "bench", i))
-        float(loss)
+    real_x, real_y = prep.train_x[:batch], prep.train_y[:batch]
+    reset_peak(device)
+
+    def step(i: int) -> None:
+        meta_gradient(pool, torch.tensor([1.0]), prep.geom, real_x, real_y, cfg.distill.warmup, settings,
+                      generator(cfg.seed, "bench", i))
         state.live.grad = None
-        seconds = time.perf_counter() - start
-        print(f"step {i}: {seconds:.2f} s{' (warm-up, not counted)' if i == 0 else ''}", flush=True)
-        if i:
+
+    times = []
+    for i in range(repeats + (repeats > 1)):  # a lone repeat is timed cold: it is a memory check
+        seconds = timed(lambda: step(i), device)
+        counted = i > 0 or repeats == 1
+        print(f"step {i}: {seconds:.2f} s{'' if counted else ' (warm-up, not counted)'}", flush=True)
+        if counted:
             times.append(seconds)
-    if prep.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    result = {"benchmark": args.name, "host": socket.gethostname(), "machine": platform.processor() or platform.machine(),
-              "torch": str(torch.__version__), "device": str(prep.device), "threads": torch.get_num_threads(),
-              "settings": to_dict(cfg), "repeats": args.repeats, "seconds": times,
-              "median_s": statistics.median(times), "spread_s": max(times) - min(times), "peak_gib": round(peak, 3),
-              "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = Path("bench/results") / f"{args.name}-{prep.device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"median {result['median_s']:.2f} s, spread {result['spread_s']:.2f} s, peak {peak:.2f} GiB -> {out}")
+    payload = {"setting": args.setting, "quick": args.quick, "config": to_dict(cfg), "repeats": repeats,
+               **spread(times)}
+    if args.flops:
+        with FlopCounterMode(display=False) as counter:
+            step(repeats + 1)
+        flops = counter.get_total_flops()
+        payload.update(flops_per_step=flops, achieved_gflops=round(flops / payload["median_s"] / 1e9, 2))
+    write_result(args.out, args.name or f"outer_step_{args.setting}", device, start, payload)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ppodd.errors import PpoddError
+from ppodd.errors import PpoddError, describe
 from ppodd.record import EvalResult, StageRecord
 
 CHECKPOINT_VERSION = 1
@@ -44,13 +45,28 @@ class RunState:
 
 
 def save_checkpoint(state: RunState, path: Path, digest: str) -> None:
-    """Write the state next to the result, atomically (temp file + rename)."""
+    """Write the state next to the result, atomically (temp file + rename).
+
+    A failed write (a full disk, a file system gone read-only) raises PpoddError in one line and
+    leaves the previous checkpoint as it was.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save({"version": CHECKPOINT_VERSION, "config_digest": digest, "state": state.__dict__}, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a short write as a RuntimeError
+        raise PpoddError(f"cannot write checkpoint {path} ({describe(err)}; {free_bytes(path.parent)} bytes "
+                         "free); the previous checkpoint is intact, rerun to resume from it") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def free_bytes(folder: Path) -> int | str:
+    """Free bytes in `folder`, or '?' when the file system cannot say."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return "?"
 
 
 def load_checkpoint(path: Path, digest: str, device: torch.device) -> RunState | None:

@@ -123,7 +123,8 @@ def evaluate(
         _fail(e)
     row = {"poster": poster, "checkpoints": result.checkpoints,
            "mean": [round(float(v), 4) for v in result.mean], "per_net": result.per_net.tolist(),
-           "pixels": result.pixels, "effective_ipc": result.effective_ipc, "seconds": round(result.seconds, 1)}
+           "pixels": result.pixels, "effective_ipc": result.effective_ipc, "seconds": round(result.seconds, 1),
+           "dataset": cfg.data.name, "ipc": cfg.poster.ipc, "seed": cfg.seed}
     if json_out is not None:
         json_out.write_text(json.dumps(row, indent=2) + "\n")
     typer.echo(" ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, row["mean"])))
@@ -138,6 +139,8 @@ def _slurm_opt(help_: str = "", *names: str):
 
 @app.command()
 def submit(
+    job: Annotated[Optional[Path], typer.Argument(help="a named grid, e.g. jobs/table1-cifar10.yaml; "
+                                                      "options given here override its entries")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     method: Annotated[Optional[str], typer.Option(help="ppodd,podd (default: the config's)")] = None,
@@ -145,13 +148,16 @@ def submit(
     seeds: Annotated[Optional[str], typer.Option(help="0-4, 0,2,5 or 0-4,9 (default: the config's)")] = None,
     grid: Annotated[Optional[list[str]],
                     typer.Option(help="KEY=V1,V2 axis, e.g. ppodd.boost=0,1.5 (repeatable)")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="results folder (shared with the nodes)")] = Path("results"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="results folder (shared with the nodes); "
+                                                "default: the job file's out, else results")] = None,
     cluster: Annotated[str, typer.Option(help="auto | slurm | local | debug; auto: Slurm when a controller answers")]
     = "auto",
     workers: Annotated[int, typer.Option(help="local: cells run at a time")] = 1,
     force: Annotated[bool, typer.Option("--force", help="rerun every cell, complete or not")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the sbatch script and array map; "
                                                            "write and submit nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="submit a grid of more than 500 cells "
+                                                    "(refused without it, as a likely slip)")] = False,
     wait: Annotated[int, typer.Option(help="Slurm: wait up to this many seconds for the cells to end "
                                            "(0: return once queued)")] = 0,
     partition: Annotated[str, _slurm_opt()] = "",
@@ -168,13 +174,20 @@ def submit(
                       _slurm_opt("extra #SBATCH option, e.g. --sbatch=--constraint=a100 (repeatable)")] = None,
     signal_delay: Annotated[int, _slurm_opt("seconds before the limit that USR2 asks for a checkpoint")] = 120,
     max_requeues: Annotated[int, _slurm_opt("time-outs that requeue a task")] = 3,
+    container: Annotated[Optional[Path], _slurm_opt("run each array task inside this Apptainer image "
+                                                    "(apptainer exec --nv); OUT is bound", "--container")] = None,
+    bind: Annotated[Optional[list[str]], _slurm_opt("with --container: host folder bound into the image, "
+                                                    "SRC[:DEST], e.g. /data (repeatable)", "--bind")] = None,
 ) -> None:
     """Run a grid of cells: one Slurm array task per cell, or locally without Slurm.
 
-    Complete cells are skipped, failed and unfinished ones rerun and resume from their
-    checkpoints. The array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
+    The grid is the config's cell, or the cross product of --method, --ipc, --grid axes and
+    --seeds; a job file under jobs/ names a whole grid (a table of the paper) at once. Complete
+    cells are skipped, failed and unfinished ones rerun and resume from their checkpoints. The array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
     """
     from ppodd import jobs
+    from ppodd.experiment import load_experiment
+    from ppodd.store import check_writable
 
     try:
         if cluster not in jobs.CLUSTERS:
@@ -185,23 +198,31 @@ def submit(
         jobs.check_slurm_options(opts)
         if workers < 1:
             raise ConfigError(f"--workers: must be >= 1, got {workers}")
-        cells = jobs.expand_grid(config, set_ or [], jobs.parse_list("--method", method) if method else [],
-                                 jobs.parse_list("--ipc", ipc) if ipc else [],
-                                 jobs.parse_seeds(seeds) if seeds else [], jobs.parse_grid(grid or []), out)
+        exp = load_experiment(job) if job is not None else None
+        out = out or (exp.out if exp and exp.out else Path("results"))
+        axes = dict(exp.grid) if exp else {}
+        axes.update(jobs.parse_grid(grid or []))
+        cells = jobs.expand_grid(config or (exp.config if exp else None), (exp.sets if exp else []) + (set_ or []),
+                                 jobs.parse_list("--method", method) if method else (exp.methods if exp else []),
+                                 jobs.parse_list("--ipc", ipc) if ipc else (exp.ipcs if exp else []),
+                                 jobs.parse_seeds(seeds) if seeds else (exp.seeds if exp else []),
+                                 list(axes.items()), out, max_cells=None if yes else jobs.MAX_CELLS)
         chosen = jobs.resolve_cluster(cluster)
         if chosen == "slurm":
             jobs.check_slurm_out(out)
+        image = _container(container, bind or [], out, cluster, chosen)
         todo, skipped = _split_done(cells, out, force, chosen)
         if dry_run:
-            _print_plan(jobs, todo, skipped, out, chosen, opts)
+            _print_plan(jobs, todo, skipped, out, chosen, opts, image)
             return
-        _prepare_once(todo)
+        # Write access and space for every result, checked before anything is written or queued.
+        check_writable(out, _prepare_once(todo))
         _clear_for_rerun(jobs, todo, force)
         out.mkdir(parents=True, exist_ok=True)
         argv = ["ppodd", *sys.argv[1:]]
         if chosen == "slurm":
-            tasks = jobs.submit_slurm(todo, out, opts)
-            jobs.record_submission(out, cells, chosen, opts, tasks, [c.name for c in skipped], argv)
+            tasks = jobs.submit_slurm(todo, out, opts, image)
+            jobs.record_submission(out, cells, chosen, opts, tasks, [c.name for c in skipped], argv, image)
         else:
             tasks = [{"array_index": i, "job_id": None, "cell": c.name} for i, c in enumerate(todo)]
             jobs.record_submission(out, cells, chosen, None, tasks, [c.name for c in skipped], argv)
@@ -234,7 +255,7 @@ def submit(
 def _split_done(cells, out: Path, force: bool, cluster: str):
     """(cells to run, cells skipped): complete ones, and on Slurm those still queued from before."""
     from ppodd import jobs
-    from ppodd.store import StoreError, read_summary
+    from ppodd.store import NewerFormatError, StoreError, read_summary
 
     queued: set[str] = set()
     if cluster == "slurm" and (out / jobs.MANIFEST).exists():
@@ -250,38 +271,64 @@ def _split_done(cells, out: Path, force: bool, cluster: str):
                 read_summary(cell.path)
                 skipped.append(cell)
                 continue
+        except NewerFormatError:
+            raise  # a newer ppodd's result is never rerun over
         except StoreError:
             pass
         todo.append(cell)
     return todo, skipped
 
 
-def _print_plan(jobs, todo, skipped, out: Path, cluster: str, opts) -> None:
+def _container(image: Path | None, binds: list[str], out: Path, cluster: str, chosen: str):
+    """The validated --container and --bind values (None without --container)."""
+    from ppodd.container import parse_container
+
+    if image is None:
+        if binds:
+            raise ConfigError("--bind: only with --container IMAGE.sif")
+        return None
+    parsed = parse_container(image, binds, out)
+    if chosen != "slurm":
+        why = "no Slurm controller answers" if cluster == "auto" else f"--cluster {chosen} runs here"
+        raise ConfigError(f"--container wraps Slurm array tasks, but {why}; to run locally inside the image, "
+                          f"use `apptainer run --nv {image} submit --cluster local ...`")
+    return parsed
+
+
+def _print_plan(jobs, todo, skipped, out: Path, cluster: str, opts, container=None) -> None:
     typer.echo(f"# {len(todo)} cell(s) to run, {len(skipped)} skipped (complete or queued); cluster {cluster}")
     if cluster == "slurm" and todo:
+        where = f"the image {container.image}" if container else "the nodes"
         typer.echo(f"# ppodd {ppodd.__version__} and submitit {jobs.submitit.__version__} under {sys.executable}; "
-                   "the nodes must have the same")
+                   f"{where} must have the same" + (" (each task checks at start)" if container else ""))
         size = jobs.max_array_size() if jobs.slurm_reachable() else 1001
         typer.echo(f"# sbatch script (arrays of at most {size} tasks)")
-        typer.echo(jobs.sbatch_script(out, opts, min(len(todo), size)))
+        typer.echo(jobs.sbatch_script(out, opts, min(len(todo), size), container))
     typer.echo("# array map")
     typer.echo(jobs.cell_table(todo))
 
 
-def _prepare_once(cells) -> None:
-    """Load data, fit the ZCA and resolve the class order once per distinct setting, before any task."""
+def _prepare_once(cells) -> int:
+    """Load data, fit the ZCA and resolve the class order once per distinct setting, before any task.
+
+    Returns the disk space the cells' results and checkpoints need together.
+    """
     import json
 
     from ppodd.config import apply_overrides, build_config
     from ppodd.prepare import prepare
+    from ppodd.run import result_bytes
 
-    seen: set[str] = set()
+    geometry = {}
+    need = 0
     for cell in cells:
         key = json.dumps([cell.config["data"], cell.config["poster"]], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
+        cfg = build_config(apply_overrides(cell.config, ["device=cpu"]))
+        if key not in geometry:
             # A login node often has no GPU; the caches prepare fills do not depend on the device.
-            prepare(build_config(apply_overrides(cell.config, ["device=cpu"])))
+            geometry[key] = prepare(cfg).geom
+        need += result_bytes(cfg, geometry[key])
+    return need
 
 
 def _clear_for_rerun(jobs, cells, force: bool) -> None:
@@ -334,6 +381,90 @@ def status(
                                for r in rows], indent=1))
     else:
         typer.echo(jobs.status_table(rows))
+
+
+@app.command()
+def summarize(
+    paths: Annotated[list[str], typer.Argument(help="run files, folders (searched recursively) or globs")],
+    format_: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write here instead of stdout")] = None,
+    allow_bad: Annotated[bool, typer.Option("--allow-bad", help="exit 0 even when some files were bad")] = False,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="also draw the grid's figures into this folder")]
+    = None,
+    default: Annotated[Optional[list[str]], typer.Option(
+        "--default", help="reference value of an ablation axis, e.g. ppodd.stages=5 (repeatable)")] = None,
+    workers: Annotated[int, typer.Option(help="processes reading files (0: one per CPU, at most 8)")] = 0,
+) -> None:
+    """Tables over many runs: mean ± std over seeds per IPC, P-PoDD − PoDD paired by seed, ablations.
+
+    A file that cannot be read gets one line on stderr; every good file is still summarised, and
+    the exit code is 1 (0 with --allow-bad).
+    """
+    from ppodd.config import parse_override
+    from ppodd.gather import gather
+    from ppodd.summary import summarize as build
+    from ppodd.tables import FORMATS, render
+
+    try:
+        if format_ not in FORMATS:
+            raise ConfigError(f"--format {format_!r}: allowed {', '.join(FORMATS)}")
+        if workers < 0:
+            raise ConfigError(f"--workers: must be >= 0, got {workers}")
+        defaults = {".".join(key): value for key, value in map(parse_override, default or [])}
+        records, problems = gather(paths, workers)
+        if not records and not problems:
+            raise ConfigError(f"no run files (*.h5) found in {' '.join(paths)}")
+        summary = build(records, defaults)
+        text = render(summary, problems, format_)
+        for problem in problems:
+            typer.echo(f"skipped ({problem.reason}): {problem.message}", err=True)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            _write_text(out, text)
+        if plots is not None:
+            from ppodd.plots import grid_figures
+
+            for path in grid_figures(summary, plots):
+                typer.echo(f"figure {path}", err=out is None)
+    except PpoddError as e:
+        _fail(e)
+    if problems and not allow_bad:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def plot(
+    file: Annotated[Path, typer.Argument(help="a run file (.h5)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the PNG files")] = Path("figures"),
+    zca: Annotated[Optional[Path], typer.Option(
+        "--zca", help="ZCA cache file (zca-KEY.pt) to map posters back; default: the run's cache, "
+                      "else refit from its data")] = None,
+) -> None:
+    """Figures of one run: the poster at every stage, the evolution of π, the accuracy curve."""
+    from ppodd.plots import run_figures
+
+    try:
+        for path in run_figures(file, out, zca, warn=lambda line: typer.echo(line, err=True)):
+            typer.echo(str(path))
+    except PpoddError as e:
+        _fail(e)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically: whole or not at all."""
+    import contextlib
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):  # the folder itself may be what failed
+            tmp.unlink(missing_ok=True)
+        raise PpoddError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m ppodd.cli`

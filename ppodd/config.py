@@ -104,6 +104,9 @@ class DistillConfig:
     clip_ema: float = _opt(0.9, lo=0.0, hi=1.0)
     clip_factor: float = _opt(2.0, lo=0.0, lo_open=True)
     augment: bool = _opt(True, doc="flip_rotate on synthetic and real batches (§7)")
+    checkpoint_window: bool = _opt(False, doc="keep each unrolled step's weights, recompute its graph "
+                                   "in the meta-backward (same gradient, a fraction of the memory)")
+    real_bf16: bool = _opt(False, doc="run the real batch's network under bfloat16 autocast")
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ class RunConfig:
     method: str = _opt("ppodd", choices=("ppodd", "podd"), doc="podd is P-PoDD with T = 1")
     seed: int = _opt(0, lo=0, hi=2**31 - 1, doc="drives every random number (D13)")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
-    threads: int = _opt(0, lo=0, doc="torch CPU threads (0: torch's default)")
+    threads: int = _opt(0, lo=0, doc="torch CPU threads (0: Slurm's cpus-per-task, else torch's default)")
     checkpoint_minutes: float = _opt(5.0, lo=0.0, lo_open=True)
     data: DataConfig = field(default_factory=DataConfig)
     poster: PosterConfig = field(default_factory=PosterConfig)
@@ -189,6 +192,8 @@ class _NoAliasLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path) -> dict:
     """The mapping in a YAML config file; ConfigError for a missing, huge or non-mapping file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a folder; expected a YAML file such as configs/demo.yaml")
     if not p.is_file():
         raise ConfigError(f"config file not found: {str(p)!r}")
     if p.stat().st_size > MAX_CONFIG_BYTES:
@@ -201,6 +206,8 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {str(p)!r} is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} nests lists or mappings too deeply to be a config") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -217,6 +224,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.load(value, Loader=_NoAliasLoader) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: the value nests lists or mappings too deeply") from None
     return key.strip().split("."), parsed
 
 
@@ -245,6 +254,14 @@ def _type_name(tp: Any) -> str:
     return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _float_text(text: str) -> float | str:
+    """The number in `text`, else `text`: YAML 1.1 reads `1e9` and `nan` as strings, users mean numbers."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
     """`value` converted to `tp`, or ConfigError naming key, value and what is allowed."""
     origin = typing.get_origin(tp)
@@ -267,6 +284,8 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
     elif tp is float:
+        if isinstance(value, str):
+            value = _float_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         value = float(value)

@@ -14,7 +14,8 @@ from ppodd.augment import draw_flip_rotate
 from ppodd.labels import read_patch_labels
 from ppodd.model import init_params
 from ppodd.poster import PosterGeometry
-from ppodd.unroll import AdamState, draw_step, real_loss_backward, unroll, warm_up
+from ppodd.unroll import (AdamState, draw_step, real_loss_backward, real_loss_grads, unroll, unroll_saved,
+                          warm_up, window_backward)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class StepSettings:
     width: int
     depth: int
     label_eps: float
+    checkpoint_window: bool = False
+    real_bf16: bool = False
 
 
 @dataclass
@@ -84,8 +87,14 @@ def meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, real_x: to
     real_aug = draw_flip_rotate(1, real_x.shape[0], generator) if s.augment else None
     posters, labels = pool.stacked(geom, s.label_eps)
     params, state = warm_up(params, state, posters, labels, warm, geom, s.inner_lr)
+    if s.checkpoint_window:
+        # Keep each step's weights and Adam state, not its graph; recompute it in the backward.
+        final, saved = unroll_saved(params, state, posters, labels, window, geom, s.inner_lr)
+        loss, grads = real_loss_grads(final, real_x, real_y, real_aug, s.real_subbatch, s.real_bf16)
+        window_backward(saved, posters, labels, window, geom, s.inner_lr, grads)
+        return loss
     params, state = unroll(params, state, posters, labels, window, geom, s.inner_lr)
-    return real_loss_backward(params, real_x, real_y, real_aug, s.real_subbatch)
+    return real_loss_backward(params, real_x, real_y, real_aug, s.real_subbatch, s.real_bf16)
 
 
 def clip_by_ema(grad: torch.Tensor, ema: torch.Tensor | None, coeff: float,

@@ -1,5 +1,7 @@
 """The one error family that library code raises and only the CLI turns into exit codes."""
 
+import os
+
 
 class PpoddError(Exception):
     """A failure the user can act on; the CLI prints its message in one line and exits 1."""
@@ -15,3 +17,13 @@ class ConfigError(PpoddError):
 
 class DataError(ConfigError):
     """A data set that is missing, empty or malformed; reported like any other bad input."""
+
+
+def describe(error: BaseException) -> str:
+    """One short line for an OS or library error: the text of its errno, else its first line."""
+    code = getattr(error, "errno", None)
+    if isinstance(code, int) and code > 0:
+        # h5py puts a multi-line HDF5 report in strerror; the errno says it in a few words.
+        return os.strerror(code)
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return " ".join(text.split())[:200] or type(error).__name__

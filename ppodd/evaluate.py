@@ -1,7 +1,7 @@
 """Evaluation protocol (§9): K fresh ConvNets trained together on a pool of posters.
 
-The K networks' weights are stacked along a leading dimension and trained with one vmapped
-gradient per step, so 8 × b patches fill the device where b alone would not. Each network draws
+The K networks' weights are stacked along a leading dimension and trained with one gradient of
+`forward_stacked` per step, so 8 × b patches fill the device where b alone would not. Each network draws
 its own patches and augmentation from the pool, exactly as it would alone.
 """
 
@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 import torch
 
-from ppodd.model import Params, forward, init_params
+from ppodd.model import Params, forward_stacked, init_params
 from ppodd.poster import PosterGeometry
-from ppodd.unroll import AdamState, adam_update, draw_step, inner_grad, synthetic_batch
+from ppodd.unroll import AdamState, adam_update, draw_step, soft_cross_entropy, synthetic_batch
 
-_batched_grad = torch.func.vmap(inner_grad)
-_batched_forward = torch.func.vmap(forward, in_dims=(0, None))
+
+def _summed_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Σ over nets of each net's mean CE: the gradient for net k is that of its own loss alone.
+    nets = x.shape[0]
+    return soft_cross_entropy(forward_stacked(params, x).flatten(0, 1), y.flatten(0, 1)) * nets
+
+
+_stacked_grad = torch.func.grad(_summed_loss)
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ def score_nets(params: Params, test_x: torch.Tensor, test_y: torch.Tensor,
     size = max(1, chunk // nets)
     with torch.no_grad():
         for start in range(0, test_x.shape[0], size):
-            logits = _batched_forward(params, test_x[start:start + size])   # (nets, n, K)
+            x = test_x[start:start + size]
+            logits = forward_stacked(params, x.expand(nets, *x.shape))         # (nets, n, K)
             correct += (logits.argmax(-1) == test_y[start:start + size]).sum(-1)
     return correct.double() * (100.0 / test_x.shape[0])
 
@@ -55,7 +62,7 @@ def train_step(params: Params, state: AdamState, posters: torch.Tensor, labels: 
     x = x.view(nets, -1, *x.shape[1:])                                    # (nets, b, 3, a, a)
     y = y.view(nets, -1, y.shape[-1])                                     # (nets, b, K)
     with torch.enable_grad():
-        grads = _batched_grad(params, x, y)
+        grads = _stacked_grad(params, x, y)
     return adam_update(params, grads, state, lr)
 
 

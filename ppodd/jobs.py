@@ -5,7 +5,8 @@ the grid, prepares data once on the submit side, skips complete cells, records e
 `<out>/manifest.json` (replaced atomically) and queues one array task per remaining cell. Each
 task runs `CellTask`, which resumes from the cell's checkpoint, checkpoints and requeues itself on
 Slurm's USR2 through submitit, and writes `<out>/<cell>.state.json` (running, requeued, failed
-with the reason) where `status` reads it. Only this module and `cli.py` import submitit.
+with the reason) where `status` reads it. With `--container`, each task's python is the image's,
+started through `apptainer exec` (container.py). Only this module and `cli.py` import submitit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import getpass
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -33,13 +35,19 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 import ppodd
 from ppodd.config import apply_overrides, build_config, read_yaml, to_dict
+from ppodd.container import Container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
+from ppodd.lock import LockedError, cell_lock
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
 METHODS = ("ppodd", "podd")
 STATES = ("pending", "running", "requeued", "done", "failed", "incomplete")
 MANIFEST = "manifest.json"
 LOG_FOLDER = "logs"
+# A grid above MAX_CELLS cells needs `submit --yes`: a slip in --seeds or --grid should not queue
+# thousands of GPU jobs. MAX_SEEDS bounds --seeds whatever --yes says.
+MAX_CELLS = 500
+MAX_SEEDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,12 @@ class SlurmOptions:
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """The seeds of a spec such as `0-4`, `0,2,5` or `0-4,9`, in order and without repeats."""
-    seeds: list[int] = []
+    """The seeds of a spec such as `0-4`, `0,2,5` or `0-4,9`, in order and without repeats.
+
+    At most MAX_SEEDS seeds, counted before any list is built, so a slip such as `0-1000000000`
+    fails at once instead of filling memory.
+    """
+    ranges = []
     for part in spec.split(","):
         part = part.strip()
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -90,8 +102,11 @@ def parse_seeds(spec: str) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise ConfigError(f"--seeds {spec!r}: range {part!r} runs backwards; write {hi}-{lo}")
-        seeds += [s for s in range(lo, hi + 1) if s not in seeds]
-    return seeds
+        ranges.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count > MAX_SEEDS:
+        raise ConfigError(f"--seeds {spec!r}: {count} seeds; allowed at most {MAX_SEEDS}")
+    return list(dict.fromkeys(s for lo, hi in ranges for s in range(lo, hi + 1)))
 
 
 def parse_list(option: str, text: str) -> list[str]:
@@ -159,11 +174,20 @@ def check_slurm_options(opts: SlurmOptions) -> None:
 
 
 def expand_grid(config: Path | None, sets: list[str], methods: list[str], ipcs: list[str],
-                seeds: list[int], grid: list[tuple[str, list[str]]], out: Path) -> list[Cell]:
+                seeds: list[int], grid: list[tuple[str, list[str]]], out: Path,
+                max_cells: int | None = None) -> list[Cell]:
     """Every cell of the cross product method × IPC × grid axes × seed, validated, duplicates dropped.
 
-    Seeds vary fastest, so the seeds of one setting sit next to each other in the array.
+    Seeds vary fastest, so the seeds of one setting sit next to each other in the array. A grid
+    of more than `max_cells` cells (None: no limit) is refused before any cell is built.
     """
+    sizes = [("--method", len(methods)), ("--ipc", len(ipcs)), *((f"--grid {k}", len(v)) for k, v in grid),
+             ("--seeds", len(seeds))]
+    total = math.prod(n for _, n in sizes if n)
+    if max_cells is not None and total > max_cells:
+        shape = " x ".join(f"{n} ({name})" for name, n in sizes if n > 1)
+        raise ConfigError(f"grid of {total} cells ({shape}) is above {max_cells}; "
+                          "add --yes to submit it, or narrow --seeds, --ipc or --grid")
     for m in methods:
         if m not in METHODS:
             raise ConfigError(f"--method {m!r}: allowed {', '.join(METHODS)}")
@@ -261,7 +285,9 @@ class CellTask(submitit.helpers.Checkpointable):
         self.config = config
         self.path = path
         self.bar = bar  # None: a progress bar when stderr is a terminal (local runs)
-        self.version = ppodd.__version__  # of the submitter; the node may run other code
+        # Of the submitter; the node (or the --container image) may run other code.
+        self.version = ppodd.__version__
+        self.submitit_version = submitit.__version__
 
     def __call__(self) -> str:
         from ppodd.config import build_config as build
@@ -278,9 +304,15 @@ class CellTask(submitit.helpers.Checkpointable):
                   "ppodd_version": ppodd.__version__}
         configure_logging()
         log = structlog.get_logger("ppodd").bind(job_id=job, array_index=env.get("SLURM_ARRAY_TASK_ID"))
+        with cell_lock(path.with_suffix(".lock")):
+            pass  # LockedError: another task runs this cell (a double submission); keep its record
         _write_json(state_path(path), record)
-        if self.version != ppodd.__version__:
-            log.warning("version_mismatch", submitted_with=self.version, running=ppodd.__version__)
+        mismatch = version_mismatch({"ppodd": self.version, "submitit": self.submitit_version},
+                                    {"ppodd": ppodd.__version__, "submitit": submitit.__version__})
+        if mismatch:
+            error = PpoddError(mismatch)
+            _record_failure(path, record, error)
+            raise error
         stop: list[int] = []
         previous = signal.getsignal(signal.SIGUSR2)
         signal.signal(signal.SIGUSR2, lambda signum, frame: stop.append(signum))
@@ -298,6 +330,8 @@ class CellTask(submitit.helpers.Checkpointable):
                 _record_failure(path, record, refused)
                 raise
             raise
+        except LockedError:
+            raise  # the cell's record belongs to the task that holds the lock
         except Exception as e:
             _record_failure(path, record, e)
             raise
@@ -329,10 +363,15 @@ def executor_parameters(opts: SlurmOptions) -> dict[str, Any]:
     return params
 
 
-def sbatch_script(out: Path, opts: SlurmOptions, count: int) -> str:
+def task_python(container: Container | None) -> str:
+    """The shell words that start each array task's python: the submitting one, or the image's."""
+    return python_command(container) if container is not None else shlex.quote(sys.executable)
+
+
+def sbatch_script(out: Path, opts: SlurmOptions, count: int, container: Container | None = None) -> str:
     """The sbatch script an array of `count` cells gets (what `--dry-run` prints)."""
     folder = Path(out).absolute() / LOG_FOLDER / "%j"
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    command = " ".join([task_python(container), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     params = executor_parameters(opts)
     return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None, **params)
 
@@ -355,6 +394,10 @@ def read_manifest(out: Path) -> dict:
         raise ConfigError(f"{path}: not a readable ppodd manifest (JSON); move it away to start a new one") from None
     if data.get("format") != "ppodd-manifest":
         raise ConfigError(f"{path}: not a ppodd manifest (format {data.get('format')!r})")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > 1:
+        raise ConfigError(f"{path}: manifest format_version {version!r} is not one this ppodd reads (1); "
+                          "upgrade ppodd or submit into another folder")
     return data
 
 
@@ -366,7 +409,8 @@ def write_manifest(out: Path, manifest: dict) -> Path:
 
 
 def record_submission(out: Path, cells: list[Cell], cluster: str, opts: SlurmOptions | None,
-                      tasks: list[dict], skipped: list[str], argv: list[str]) -> dict:
+                      tasks: list[dict], skipped: list[str], argv: list[str],
+                      container: Container | None = None) -> dict:
     """Add one submission (its array map and job ids) and its cells to the manifest; return it."""
     manifest = read_manifest(out)
     for c in cells:
@@ -374,6 +418,7 @@ def record_submission(out: Path, cells: list[Cell], cluster: str, opts: SlurmOpt
     submission = {"time": _now(), "cluster": cluster, "command": argv, "host": socket.gethostname(),
                   "ppodd_version": ppodd.__version__, "submitit_version": submitit.__version__,
                   "python": sys.executable, "log_folder": LOG_FOLDER,
+                  "container": {"image": str(container.image), "binds": list(container.binds)} if container else None,
                   "slurm": executor_parameters(opts) if opts and cluster == "slurm" else None,
                   "tasks": tasks, "skipped": skipped}
     manifest["submissions"].append(submission)
@@ -381,10 +426,11 @@ def record_submission(out: Path, cells: list[Cell], cluster: str, opts: SlurmOpt
     return submission
 
 
-def submit_slurm(cells: list[Cell], out: Path, opts: SlurmOptions) -> list[dict]:
+def submit_slurm(cells: list[Cell], out: Path, opts: SlurmOptions, container: Container | None = None) -> list[dict]:
     """Queue one array task per cell (arrays split at MaxArraySize); their array map with job ids."""
     folder = Path(out).absolute() / LOG_FOLDER / "%j"
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=opts.max_requeues)
+    wrap = {"python": python_command(container)} if container is not None else {}  # default: sys.executable
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=opts.max_requeues, **wrap)
     executor.update_parameters(**executor_parameters(opts))
     size = max_array_size()
     tasks = []

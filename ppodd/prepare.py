@@ -75,6 +75,39 @@ def build_geometry(cfg: RunConfig, num_classes: int, image_size: int, dataset: s
     return geom
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device`, or None where the platform cannot say."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(cfg: RunConfig, geom: PosterGeometry, image_size: int, device: torch.device) -> None:
+    """ConfigError when the posters a run holds at once, or its ZCA fit, cannot fit in free memory."""
+    # A lower bound: T frozen snapshots, the live poster, its gradient and two Adam moments (float32).
+    need = 4 * 3 * geom.pixels * (cfg.num_stages + 4)
+    free = free_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(f"poster.ipc: {cfg.poster.ipc:g} gives a {geom.width} x {geom.height} poster, and "
+                          f"{cfg.num_stages} stage(s) hold at least {need / 2**30:.3g} GiB of posters, more than "
+                          f"the {free / 2**30:.3g} GiB free on {device}; lower poster.ipc or ppodd.stages")
+    # §1: the fit holds Σ, its eigenvectors and the two (D, D) float64 matrices, D = 3a², on the CPU.
+    dim = 3 * image_size * image_size
+    need = 4 * 8 * dim * dim
+    free = free_memory(torch.device("cpu"))
+    if cfg.data.zca and free is not None and need > free:
+        raise ConfigError(f"data.zca: whitening {image_size} x {image_size} images needs at least "
+                          f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free; "
+                          "set data.zca=false or use smaller images")
+
+
 def prepare(cfg: RunConfig) -> Prepared:
     """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
     if cfg.distill.epochs < cfg.num_stages:
@@ -85,6 +118,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
     data = load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
     geom = build_geometry(cfg, data.num_classes, data.image_size, d.name)
+    check_memory(cfg, geom, data.image_size, device)
     # An image folder holding CIFAR-10's classes (like the shared JPEG copy) is CIFAR-10 for the
     # purpose of choosing the class order and poster-size rule.
     kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else d.name

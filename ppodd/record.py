@@ -7,8 +7,10 @@ snapshots oldest first, the live poster last (members are named by stage number,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: readers of tables import this module without torch
+    import torch
 
 
 @dataclass

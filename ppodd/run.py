@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import platform
 import socket
 import subprocess
@@ -20,19 +21,20 @@ from pathlib import Path
 import torch
 
 import ppodd
-from ppodd.checkpoint import RunState, load_checkpoint, save_checkpoint
+from ppodd.checkpoint import RunState, free_bytes, load_checkpoint, save_checkpoint
 from ppodd.config import RunConfig, config_digest, to_dict
 from ppodd.distill import Pool, StepSettings, clip_by_ema, meta_gradient
-from ppodd.errors import PpoddError
+from ppodd.errors import PpoddError, describe
 from ppodd.evaluate import EvalSettings, evaluate_pool
 from ppodd.labels import init_label_map
+from ppodd.lock import cell_lock
 from ppodd.poster import init_poster
 from ppodd.prepare import Prepared, prepare
 from ppodd.progress import Progress
 from ppodd.record import EvalResult, RunRecord, StageRecord
 from ppodd.seeding import generator
 from ppodd.stage_weights import StageWeightOptions, stage_weights
-from ppodd.store import check_writable, read_summary, write_run
+from ppodd.store import NewerFormatError, check_writable, read_summary, write_run
 
 
 class Interrupted(PpoddError):
@@ -69,7 +71,8 @@ def _git_commit() -> str:
 def _settings(cfg: RunConfig, num_classes: int) -> tuple[StepSettings, EvalSettings]:
     d, m, e = cfg.distill, cfg.model, cfg.eval
     step = StepSettings(d.batch_patches, d.window, d.inner_lr, d.real_subbatch, d.augment,
-                        num_classes, m.width, m.depth, cfg.poster.label_eps)
+                        num_classes, m.width, m.depth, cfg.poster.label_eps,
+                        checkpoint_window=d.checkpoint_window, real_bf16=d.real_bf16)
     ev = EvalSettings(e.nets, e.checkpoints, e.lr, d.batch_patches, d.augment, num_classes,
                       m.width, m.depth, e.test_batch)
     return step, ev
@@ -170,14 +173,16 @@ def _distill(prep: Prepared, state: RunState, progress: Progress,
                     with torch.no_grad():
                         state.live_map.clamp_(min=0)
                 state.step += 1
+                # One host sync per outer step for everything logged (it waits for the step on a GPU).
+                loss, norm, threshold = torch.stack([loss, norm, d.clip_factor * state.ema]).tolist()
                 for key, value in (("stage", t), ("epoch", state.stage * per_stage + state.epoch + 1),
-                                   ("warmup", warmup), ("loss", float(loss)), ("grad_norm", float(norm)),
-                                   ("clip_threshold", float(d.clip_factor * state.ema))):
+                                   ("warmup", warmup), ("loss", loss), ("grad_norm", norm),
+                                   ("clip_threshold", threshold)):
                     state.curves.setdefault(key, []).append(value)
                 state.seconds["distill"] = state.seconds.get("distill", 0.0) + time.monotonic() - start
                 done = (state.stage * per_stage + state.epoch) * steps + state.step
                 progress.step(done, stage=t, epoch=state.stage * per_stage + state.epoch + 1,
-                              loss=float(loss))
+                              loss=loss)
                 state.optimizer = optimizer.state_dict()
                 if should_stop():
                     checkpoint()
@@ -297,56 +302,103 @@ def _record(prep: Prepared, state: RunState, live: EvalResult, pool: EvalResult)
         seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.seeding.generator"})
 
 
+def result_bytes(cfg: RunConfig, geom) -> int:
+    """A generous bound on the disk space a cell needs: its result plus its checkpoint."""
+    return 4 * 4 * 3 * geom.pixels * (cfg.num_stages + 2) + (1 << 20)
+
+
+def _finished(path: Path, log) -> bool:
+    """True when `path` holds a complete result; a result of a newer ppodd is refused, never replaced."""
+    if not path.exists():
+        return False
+    try:
+        read_summary(path)
+    except NewerFormatError:
+        raise
+    except PpoddError as e:
+        log.warning("result_unreadable_rerun", path=str(path), reason=str(e))
+        return False
+    log.info("cell_done_already", path=str(path))
+    return True
+
+
+def _stale_files(path: Path, ckpt: Path) -> list[Path]:
+    """Temporary files of this cell's writers; stale once the cell lock is held."""
+    return [tmp for name in (path.name, ckpt.name) for tmp in path.parent.glob(f".{name}.*.tmp")]
+
+
+def _tidy_finished(path: Path, ckpt: Path) -> None:
+    """Remove what a run killed just after its result appeared left beside it: checkpoint, temporaries, lock."""
+    lock = path.with_suffix(".lock")
+    if not (ckpt.exists() or lock.exists() or _stale_files(path, ckpt)):
+        return
+    try:
+        with cell_lock(lock):
+            for leftover in [ckpt, *_stale_files(path, ckpt)]:
+                leftover.unlink(missing_ok=True)
+    except PpoddError:
+        pass  # another run (a --force rerun) holds the cell: its files are not leftovers
+
+
 def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,
              should_stop: Callable[[], bool] = lambda: False, bar: bool | None = None) -> Path:
     """Distill and evaluate one cell and return the path of its HDF5 result.
 
     A complete result already in `out_dir` is returned as it is (unless `force`); a checkpoint
-    of the same config is resumed. Bad input raises ConfigError before any work.
+    of the same config is resumed. Bad input raises ConfigError before any work; another run of
+    the same cell holding its lock raises LockedError before any work.
     """
     out_dir = Path(out_dir)
     path = out_dir / result_name(cfg)
     ckpt = path.with_suffix(".ckpt")
     digest = config_digest(cfg)
     log = log.bind(cell=path.stem)
-    if path.exists() and not force:
-        try:
-            read_summary(path)
-            log.info("cell_done_already", path=str(path))
-            return path
-        except PpoddError as e:
-            log.warning("result_unreadable_rerun", path=str(path), reason=str(e))
-    if force:
-        ckpt.unlink(missing_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if not force and _finished(path, log):
+        _tidy_finished(path, ckpt)
+        return path
+    # Slurm grants CPUs without always binding them; torch would otherwise use every core of the node.
+    threads = cfg.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+    if threads:
+        torch.set_num_threads(threads)
     begin = time.monotonic()
     prep = prepare(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_writable(out_dir, 4 * 4 * 3 * prep.geom.pixels * (cfg.num_stages + 2) + (1 << 20))
-    state = load_checkpoint(ckpt, digest, prep.device)
-    if state is None:
-        state = fresh_state(prep)
-    else:
-        log.info("resume", stage=state.stage + 1, epoch=state.epoch, step=state.step)
-    state.seconds["prepare"] = state.seconds.get("prepare", 0.0) + time.monotonic() - begin
-    per_stage = cfg.distill.epochs // cfg.num_stages
-    steps = math.ceil(prep.train_x.shape[0] / min(cfg.distill.real_batch, prep.train_x.shape[0]))
-    done = (state.stage * per_stage + state.epoch) * steps + state.step
-    progress = Progress(cfg.num_stages * per_stage * steps, done, log, bar=bar)
-    progress.event("run_start", device=str(prep.device), poster=f"{prep.geom.width}x{prep.geom.height}",
-                   patches=prep.geom.num_patches, stages=cfg.num_stages, method=cfg.method)
+    check_writable(out_dir, result_bytes(cfg, prep.geom))
+    with cell_lock(path.with_suffix(".lock")):
+        # Another run of this cell may have finished while this one prepared.
+        if not force and _finished(path, log):
+            return path
+        for stale in _stale_files(path, ckpt):
+            stale.unlink(missing_ok=True)
+        if force:
+            ckpt.unlink(missing_ok=True)
+        state = load_checkpoint(ckpt, digest, prep.device)
+        if state is None:
+            state = fresh_state(prep)
+        else:
+            log.info("resume", stage=state.stage + 1, epoch=state.epoch, step=state.step)
+        state.seconds["prepare"] = state.seconds.get("prepare", 0.0) + time.monotonic() - begin
+        per_stage = cfg.distill.epochs // cfg.num_stages
+        steps = math.ceil(prep.train_x.shape[0] / min(cfg.distill.real_batch, prep.train_x.shape[0]))
+        done = (state.stage * per_stage + state.epoch) * steps + state.step
+        progress = Progress(cfg.num_stages * per_stage * steps, done, log, bar=bar)
+        progress.event("run_start", device=str(prep.device), poster=f"{prep.geom.width}x{prep.geom.height}",
+                       patches=prep.geom.num_patches, stages=cfg.num_stages, method=cfg.method)
 
-    def checkpoint() -> None:
-        save_checkpoint(state, ckpt, digest)
+        def checkpoint() -> None:
+            save_checkpoint(state, ckpt, digest)
 
-    _distill(prep, state, progress, checkpoint, should_stop)
-    if not state.final:
-        state.final = list(_final(Evaluator(prep, state, progress)))
-        checkpoint()
-    live, pool = state.final
-    write_run(_record(prep, state, live, pool), path)
-    ckpt.unlink(missing_ok=True)
+        _distill(prep, state, progress, checkpoint, should_stop)
+        if not state.final:
+            state.final = list(_final(Evaluator(prep, state, progress)))
+            checkpoint()
+        live, pool = state.final
+        try:
+            write_run(_record(prep, state, live, pool), path)
+        except (OSError, RuntimeError) as err:
+            raise PpoddError(f"cannot write result {path} ({describe(err)}; {free_bytes(out_dir)} bytes free); "
+                             f"its checkpoint holds the finished run, rerun to write it") from None
+        ckpt.unlink(missing_ok=True)
     progress.event("run_done", path=str(path), accuracy_live=round(live.final, 2),
                    accuracy_pool=round(pool.final, 2), seconds=round(time.monotonic() - begin, 1))
     return path

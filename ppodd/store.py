@@ -68,23 +68,31 @@ Only posters are compressed; everything else is small, contiguous and cheap to r
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import torch
 import yaml
-from h5py import h5a, h5d, h5s
+from h5py import h5a, h5d, h5g, h5s, h5t
 
 from ppodd import __version__
 from ppodd.errors import PpoddError
 from ppodd.record import EvalResult, RunRecord, StageRecord
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that write or read back tensors, never at module level:
+# `ppodd summarize` reads a thousand files through `read_summary` and importing torch alone costs
+# seconds.
 
 FORMAT_NAME = "ppodd-run"
 FORMAT_VERSION = 1
@@ -128,9 +136,10 @@ class ForeignFileError(StoreError):
 
 
 class NewerFormatError(StoreError):
-    """A run file from a newer schema than this ppodd reads."""
+    """A run file from a newer schema than this ppodd reads; bad input where one file is expected."""
 
     reason = "newer"
+    exit_code = 2
 
 
 class IncompleteFileError(StoreError):
@@ -223,6 +232,8 @@ def _write_layout(f: h5py.File, record: RunRecord) -> None:
                      dtype=h5py.string_dtype())
     _write_poster(f, "initial_poster", record.initial_poster)
 
+    import torch
+
     curves = f.create_group("curves")
     for name, values in record.curves.items():
         values = values.detach().cpu()
@@ -287,10 +298,14 @@ def _write_poster(group: h5py.Group, name: str, poster: torch.Tensor) -> None:
 
 
 def _float32(tensor: torch.Tensor) -> np.ndarray:
+    import torch
+
     return tensor.detach().to("cpu", torch.float32).numpy()
 
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:
+    import torch
+
     return tensor.detach().to("cpu", torch.float64).numpy()
 
 
@@ -305,6 +320,8 @@ def _write_mapping(group: h5py.Group, mapping: Mapping) -> None:
 
 def _attribute(value: Any) -> Any:
     """An HDF5-storable form of one mapping value: None is empty, unknown types their str()."""
+    import torch
+
     if value is None:
         return h5py.Empty("f4")
     if isinstance(value, str):
@@ -350,6 +367,22 @@ def read_summary(path: Path) -> dict:
     Raises a StoreError subclass for a missing, corrupt, foreign, newer or incomplete file.
     """
     return _read_checked(Path(path), _SUMMARY_READERS)
+
+
+def read_scores(path: Path) -> dict:
+    """What a results table needs from a finished run file, read as cheaply as possible.
+
+    `ppodd summarize` reads a thousand files with it. Keys (plain Python values):
+      path, format_version, method, dataset, ipc, seed, variant, stages (T), final_accuracy,
+      final_accuracy_live, final_accuracy_pool, pixels_live, pixels_pool, effective_ipc_live,
+      effective_ipc_pool, seconds: root scalars (module docstring);
+      config: the resolved config as a dict; poster_shape: (3, H, W), no data read;
+      stage_accuracies: A_t of every stage, oldest first; pi_after: each stage's π after its
+        update, over [S_1 … S_t, live];
+      final: {"live": ..., "pool": ...}, each with checkpoints and mean (S values).
+    Raises a StoreError subclass for a missing, corrupt, foreign, newer or incomplete file.
+    """
+    return _read_checked(Path(path), _SCORES_READERS)
 
 
 def _read_checked(path: Path, readers: Mapping[int, Callable[[h5py.File], Any]]) -> Any:
@@ -422,6 +455,28 @@ def _attr_value(attr: h5a.AttrID) -> Any:
     return _plain(value)
 
 
+# The schema fixes the type of every numeric item, so the readers of `read_summary` let HDF5
+# convert into a buffer of that type instead of asking each item for its dtype and shape first.
+_NUMERIC = {float: (np.float64, h5t.NATIVE_DOUBLE), int: (np.int64, h5t.NATIVE_INT64)}
+
+
+def _number(loc: h5py.h5g.GroupID, name: str, member: str = ".", kind: type = float) -> Any:
+    """Numeric scalar attribute `name` of the object at `member`, as `kind` (float or int)."""
+    dtype, mtype = _NUMERIC[kind]
+    value = np.empty((), dtype=dtype)
+    h5a.open(loc, name.encode(), obj_name=member.encode()).read(value, mtype=mtype)
+    return kind(value)
+
+
+def _numbers(loc: h5py.h5g.GroupID, member: str, kind: type = float) -> list:
+    """The numeric dataset at `member` as a (nested) list of `kind`."""
+    dtype, mtype = _NUMERIC[kind]
+    dataset = h5d.open(loc, member.encode())
+    value = np.empty(dataset.shape, dtype=dtype)
+    dataset.read(h5s.ALL, h5s.ALL, value, mtype=mtype)
+    return value.tolist()
+
+
 def _array(loc: h5py.h5g.GroupID, member: str) -> np.ndarray:
     """The whole dataset at `member` (relative to loc)."""
     dataset = h5d.open(loc, member.encode())
@@ -461,6 +516,8 @@ def _read_config(f: h5py.File) -> dict:
 
 
 def _read_eval_v1(group: h5py.Group) -> EvalResult:
+    import torch
+
     loc = group.id
     return EvalResult(
         checkpoints=_array(loc, "checkpoints").tolist(),
@@ -474,6 +531,8 @@ def _read_eval_v1(group: h5py.Group) -> EvalResult:
 
 
 def _read_stage_v1(name: str, group: h5py.Group) -> StageRecord:
+    import torch
+
     loc = group.id
     return StageRecord(
         index=int(name),
@@ -492,6 +551,8 @@ def _read_stage_v1(name: str, group: h5py.Group) -> StageRecord:
 
 
 def _read_run_v1(f: h5py.File) -> RunRecord:
+    import torch
+
     return RunRecord(
         config=_read_config(f),
         geometry=_read_mapping(f["geometry"]),
@@ -508,56 +569,111 @@ def _read_run_v1(f: h5py.File) -> RunRecord:
     )
 
 
-_ROOT_SCALARS = ("format_version", "ppodd_version", "method", "dataset", "ipc", "seed", "variant",
-                 "stages", "final_accuracy", "final_accuracy_live", "final_accuracy_pool",
-                 "pixels_live", "pixels_pool", "effective_ipc_live", "effective_ipc_pool",
-                 "seconds", "zca_key")
+_ROOT_TEXT = ("ppodd_version", "method", "dataset", "variant", "zca_key")
+_ROOT_INTS = ("seed", "stages", "pixels_live", "pixels_pool")
+_ROOT_FLOATS = ("ipc", "final_accuracy", "final_accuracy_live", "final_accuracy_pool",
+                "effective_ipc_live", "effective_ipc_pool", "seconds")
 
 
 def _summary_stage_v1(root: h5py.h5g.GroupID, name: str) -> dict:
     member = f"stages/{name}"
-    mean = _array(root, f"{member}/accuracy/mean")
+    mean = _numbers(root, f"{member}/accuracy/mean")
     return {
         "index": int(name),
-        "epochs": _attr(root, "epochs", member),
-        "stage_accuracy": _attr(root, "stage_accuracy", member),
-        "pool_pixels": _attr(root, "pool_pixels", member),
-        "pi_before": _array(root, f"{member}/pi_before").tolist(),
-        "pi_after": _array(root, f"{member}/pi_after").tolist(),
-        "accuracy_mean": mean.tolist(),
+        "epochs": _number(root, "epochs", member, int),
+        "stage_accuracy": _number(root, "stage_accuracy", member),
+        "pool_pixels": _number(root, "pool_pixels", member, int),
+        "pi_before": _numbers(root, f"{member}/pi_before"),
+        "pi_after": _numbers(root, f"{member}/pi_after"),
+        "accuracy_mean": mean,
         # Derived from the stored mean, as EvalResult.final and .best are: two reads fewer.
-        "accuracy_final": float(mean[-1]),
-        "accuracy_best": float(mean.max()),
+        "accuracy_final": mean[-1],
+        "accuracy_best": max(mean),
     }
 
 
 def _summary_eval_v1(root: h5py.h5g.GroupID, name: str, scalars: dict) -> dict:
     member = f"final/{name}"
-    out = {key: _array(root, f"{member}/{key}").tolist()
-           for key in ("checkpoints", "mean", "per_net", "members", "pi")}
+    out = {key: _numbers(root, f"{member}/{key}", kind)
+           for key, kind in (("checkpoints", int), ("mean", float), ("per_net", float),
+                             ("members", int), ("pi", float))}
     # pixels and effective IPC are root scalars already; final and best follow from the mean.
     out["pixels"] = scalars[f"pixels_{name}"]
     out["effective_ipc"] = scalars[f"effective_ipc_{name}"]
-    out["seconds"] = _attr(root, "seconds", member)
-    out["final"] = float(out["mean"][-1])
-    out["best"] = float(max(out["mean"]))
+    out["seconds"] = _number(root, "seconds", member)
+    out["final"] = out["mean"][-1]
+    out["best"] = max(out["mean"])
     return out
+
+
+def _root_scalars_v1(root: h5py.h5g.GroupID, text: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"format_version": 1}
+    out.update((key, _attr(root, key)) for key in text)
+    out.update((key, _number(root, key, kind=int)) for key in _ROOT_INTS)
+    out.update((key, _number(root, key)) for key in _ROOT_FLOATS)
+    return out
+
+
+def _stage_names_v1(root: h5py.h5g.GroupID) -> list[str]:
+    return sorted((name.decode() for name in h5g.open(root, b"stages")), key=int)
 
 
 def _read_summary_v1(f: h5py.File) -> dict:
     root = f.id
-    out = {key: _attr(root, key) for key in _ROOT_SCALARS}
+    out = _root_scalars_v1(root, _ROOT_TEXT)
     out["config"] = _read_config(f)
     out["provenance"] = _read_mapping(f["provenance"])
     out["poster_shape"] = tuple(h5d.open(root, b"initial_poster").shape)
-    out["stage_list"] = [_summary_stage_v1(root, name) for name in _stage_names(f)]
+    out["stage_list"] = [_summary_stage_v1(root, name) for name in _stage_names_v1(root)]
     out["final"] = {name: _summary_eval_v1(root, name, out) for name in ("live", "pool")}
     return out
+
+
+def _read_scores_v1(f: h5py.File) -> dict:
+    root = f.id
+    out = _root_scalars_v1(root, ("method", "dataset", "variant"))
+    out["config"] = _config_from_template(_plain(_array(root, "config_yaml")), out)
+    out["poster_shape"] = tuple(h5d.open(root, b"initial_poster").shape)
+    names = _stage_names_v1(root)
+    out["stage_accuracies"] = [_number(root, "stage_accuracy", f"stages/{name}") for name in names]
+    out["pi_after"] = [_numbers(root, f"stages/{name}/pi_after") for name in names]
+    out["final"] = {name: {"checkpoints": _numbers(root, f"final/{name}/checkpoints", int),
+                           "mean": _numbers(root, f"final/{name}/mean")} for name in ("live", "pool")}
+    return out
+
+
+# The stored config is YAML as `yaml.safe_dump` writes it; the runs of a grid differ mostly in
+# the three values that are also root attributes. Parsing is the costliest part of a table read,
+# so the text with those three values blanked is parsed once and they are filled in from the root.
+_CELL_LINES = re.compile(r"^(method|seed): .*$|^(  ipc): .*$", re.MULTILINE)
+
+
+def _config_from_template(text: str, scalars: Mapping[str, Any]) -> dict:
+    template = _parse_template(_CELL_LINES.sub(lambda m: f"{m[1] or m[2]}: null", text))
+    if not isinstance(template, dict):
+        raise ValueError(f"config_yaml holds a {type(template).__name__}, not a mapping")
+    config = _copy_mapping(template)
+    config["method"], config["seed"] = scalars["method"], scalars["seed"]
+    if isinstance(config.get("poster"), dict):
+        config["poster"]["ipc"] = scalars["ipc"]
+    return config
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_template(text: str) -> dict:
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
+def _copy_mapping(mapping: dict) -> dict:
+    """A copy of nested dicts and lists (the cached template is never handed out)."""
+    return {k: _copy_mapping(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+            for k, v in mapping.items()}
 
 
 # Readers by format_version: a new schema adds an entry and keeps the old ones (anndata habit).
 _RUN_READERS: dict[int, Callable[[h5py.File], RunRecord]] = {1: _read_run_v1}
 _SUMMARY_READERS: dict[int, Callable[[h5py.File], dict]] = {1: _read_summary_v1}
+_SCORES_READERS: dict[int, Callable[[h5py.File], dict]] = {1: _read_scores_v1}
 
 
 # --- output folders ----------------------------------------------------------------------------

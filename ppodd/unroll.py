@@ -129,16 +129,16 @@ def unroll(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.T
     return params, state
 
 
-def real_loss_backward(final: Params, real_x: torch.Tensor, real_y: torch.Tensor,
-                       aug: AugDraw | None, subbatch: int) -> torch.Tensor:
-    """Mean CE of the unrolled weights on the real batch, backpropagated to the poster (§8.3 4–5).
+def real_loss_grads(final: Params, real_x: torch.Tensor, real_y: torch.Tensor, aug: AugDraw | None,
+                    subbatch: int, bf16: bool = False) -> tuple[torch.Tensor, Params]:
+    """Mean CE of weights `final` on the augmented real batch (§8.3 step 4) and its gradient
+    with respect to those weights, as plain tensors with no graph behind them.
 
-    The real batch is split into chunks of `subbatch` images (0: one chunk). Each chunk's loss,
-    weighted by its share of the batch, is differentiated with respect to detached copies of the
-    final weights, which frees its activations at once; the summed weight gradient is then sent
-    through the unrolled graph in one backward pass. The poster gradient equals the un-split one
-    up to floating-point summation order, while the peak memory holds one chunk, not B images.
-    Returns the loss as a 0-d tensor, so the caller decides when to sync.
+    The batch is split into chunks of `subbatch` images (0: one chunk). Each chunk's loss, weighted
+    by its share of the batch, is differentiated with respect to detached copies of the weights,
+    which frees its activations at once, so the peak holds one chunk, not B images. With `bf16`
+    the chunk's network runs under bfloat16 autocast (the loss itself stays float32). Returns the
+    loss as a 0-d tensor, so the caller decides when to sync.
     """
     leaves = [p.detach().requires_grad_() for p in final]
     n = real_x.shape[0]
@@ -149,8 +149,73 @@ def real_loss_backward(final: Params, real_x: torch.Tensor, real_y: torch.Tensor
         x = real_x[start:stop]
         if aug is not None:
             x = flip_rotate(x, aug.slice(start, stop).to(x.device))
-        loss = F.cross_entropy(forward(leaves, x), real_y[start:stop]) * ((stop - start) / n)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(leaves, x)
+        loss = F.cross_entropy(logits.float(), real_y[start:stop]) * ((stop - start) / n)
         loss.backward()
         total += loss.detach()
-    torch.autograd.backward(final, grad_tensors=[p.grad for p in leaves])
+    return total, [p.grad for p in leaves]
+
+
+def real_loss_backward(final: Params, real_x: torch.Tensor, real_y: torch.Tensor,
+                       aug: AugDraw | None, subbatch: int, bf16: bool = False) -> torch.Tensor:
+    """Mean CE of the unrolled weights on the real batch, backpropagated to the poster (§8.3 4–5).
+
+    The weight gradient of `real_loss_grads` is sent through the unrolled graph in one backward
+    pass. With sub-batching the poster gradient equals the un-split one up to floating-point
+    summation order. Returns the loss as a 0-d tensor.
+    """
+    total, grads = real_loss_grads(final, real_x, real_y, aug, subbatch, bf16)
+    torch.autograd.backward(final, grad_tensors=grads)
     return total
+
+
+def unroll_saved(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor,
+                 draws: list[StepDraw], geom: PosterGeometry,
+                 lr: float) -> tuple[Params, list[tuple[Params, AdamState]]]:
+    """Weights after ω inner steps taken without a graph, and the weights and Adam state
+    before each step: all that `window_backward` needs to recompute the step's graph.
+
+    That is 3 × the network's size per step (≈ 4 MB for ConvNet-128), in place of the step's
+    activations and inner-gradient graph (≈ 150 MB at b = 96).
+    """
+    pool, labels = pool.detach(), labels.detach()
+    saved = []
+    with torch.no_grad():
+        for draw in draws:
+            saved.append((params, state))
+            x, y = synthetic_batch(pool, labels, draw, geom)
+            with torch.enable_grad():
+                grads = inner_grad(params, x, y)
+            params, state = adam_update(params, grads, state, lr)
+    return params, saved
+
+
+def window_backward(saved: list[tuple[Params, AdamState]], pool: torch.Tensor, labels: torch.Tensor,
+                    draws: list[StepDraw], geom: PosterGeometry, lr: float, final_grads: Params) -> None:
+    """Backpropagate `final_grads` (∂L/∂ final weights) through the ω saved steps to the poster
+    (and label map), recomputing one step's graph at a time, last step first.
+
+    Each step is replayed from its saved weights and Adam state with the same draw, so it computes
+    the same values as `unroll`; backpropagating the incoming gradients of its new weights and
+    moments yields those of its old ones, and its share of the poster gradient. The sum equals
+    `unroll` + one backward up to floating-point summation order, with one step's graph alive.
+    The warm-up weights (the first saved entry) receive no gradient, as in `unroll`.
+    """
+    pool_leaf = pool.detach().requires_grad_(pool.requires_grad)
+    labels_leaf = labels.detach().requires_grad_(labels.requires_grad)
+    grads: list[torch.Tensor | None] = list(final_grads)          # ∂L/∂(θ, m, v) after the step
+    for i in reversed(range(len(draws))):
+        params, state = saved[i]
+        first = i == 0
+        inputs = [t.detach().requires_grad_(not first) for t in params + state.m + state.v]
+        k = len(params)
+        p, m, v = inputs[:k], inputs[k:2 * k], inputs[2 * k:]
+        x, y = synthetic_batch(pool_leaf, labels_leaf, draws[i], geom)
+        new, new_state = adam_update(p, inner_grad(p, x, y), AdamState(m, v, state.t), lr)
+        pairs = [(o, g) for o, g in zip(new + new_state.m + new_state.v, grads) if g is not None]
+        torch.autograd.backward([o for o, _ in pairs], grad_tensors=[g for _, g in pairs])
+        grads = [t.grad for t in inputs]
+    sources = [(t, leaf.grad) for t, leaf in ((pool, pool_leaf), (labels, labels_leaf)) if leaf.grad is not None]
+    if sources:
+        torch.autograd.backward([t for t, _ in sources], grad_tensors=[g for _, g in sources])

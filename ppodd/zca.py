@@ -119,6 +119,16 @@ def _read_cache(path: Path, key: str, d: int) -> tuple[Tensor, Tensor] | None:
     return pair  # type: ignore[return-value]
 
 
+def read_cached_zca(location: Path, key: str, d: int) -> tuple[Tensor, Tensor] | None:
+    """(M, M⁻¹) of fit `key` for D = d from a cache file, or from `zca-<key>.pt` when `location`
+    is a folder; None when absent, unusable or another fit.
+
+    For readers of finished runs (figures), which know the key from the run file.
+    """
+    location = Path(location)
+    return _read_cache(location / f"zca-{key}.pt" if location.is_dir() else location, key, d)
+
+
 def load_or_fit_zca(
     x: Tensor, data_fingerprint: str, reg: float, cache_dir: Path | None,
 ) -> tuple[Tensor, Tensor, str]:

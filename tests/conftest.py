@@ -19,3 +19,9 @@ def tiny_overrides(tmp_path):
 @pytest.fixture
 def log():
     return structlog.get_logger("test")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kills", type=int, default=5,
+                     help="SIGKILLs in tests/test_kill.py's kill series (default 5, one per phase; "
+                          "10 or more for the full series; PPODD_KILLS overrides)")

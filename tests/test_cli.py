@@ -22,7 +22,7 @@ def test_run_unknown_key_exits_2_with_one_line(tmp_path):
     assert result.output.strip().splitlines() == [
         "error: distill.windw: unknown key; did you mean 'distill.window'? (allowed: epochs, batch_patches, "
         "real_batch, real_subbatch, window, total_window, min_window, warmup, inner_lr, outer_lr, clip_ema, "
-        "clip_factor, augment)"]
+        "clip_factor, augment, checkpoint_window, real_bf16)"]
     assert not list(tmp_path.iterdir())
 
 
@@ -51,6 +51,8 @@ def test_evaluate_initial_poster_writes_json(tmp_path, tiny_overrides):
     assert result.exit_code == 0, result.output
     row = json.loads(out.read_text())
     assert row["checkpoints"] == [2, 4] and len(row["per_net"]) == 2
+    # What `ppodd summarize` needs to put the reference next to the runs of its cell.
+    assert (row["dataset"], row["ipc"], row["seed"]) == ("synthetic", 0.9, 0)
 
 
 def test_evaluate_unknown_poster_kind_exits_2():

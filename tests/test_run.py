@@ -126,3 +126,81 @@ def test_run_cell_in_stage_evaluations_skip_the_stage_end(tmp_path, tiny_overrid
     _, path = run(tmp_path, tiny_overrides + ["distill.epochs=4", "eval.every_epochs=1"], log)
     rec = read_run(path)
     assert [[e for e, _ in s.in_stage] for s in rec.stages] == [[1], [3]]
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_run_cell_checkpoint_write_fails_one_line_previous_checkpoint_intact_then_resumes(
+        tmp_path, tiny_overrides, log, monkeypatch):
+    import ppodd.checkpoint
+    from ppodd.checkpoint import load_checkpoint
+    from ppodd.config import config_digest
+    from ppodd.errors import PpoddError
+
+    _, straight = run(tmp_path, tiny_overrides, log, out="a")
+    real_save, calls = torch.save, []
+
+    def save_then_fill_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the stage-2 checkpoint: stage 1 is saved, then the disk is full
+            _disk_full()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ppodd.checkpoint.torch, "save", save_then_fill_disk)
+    with pytest.raises(PpoddError) as err:
+        run(tmp_path, tiny_overrides, log, out="b")
+    monkeypatch.undo()
+    message = str(err.value)
+    assert "cannot write checkpoint" in message and "No space left on device" in message
+    assert "previous checkpoint is intact" in message and "\n" not in message
+    cfg = load_config("configs/demo.yaml", tiny_overrides)
+    ckpt = (tmp_path / "b" / result_name(cfg)).with_suffix(".ckpt")
+    assert load_checkpoint(ckpt, config_digest(cfg), torch.device("cpu")).stage == 1
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [ckpt.name]  # no temporary file, no lock
+    _, resumed = run(tmp_path, tiny_overrides, log, out="b")
+    assert_same_results(read_run(straight), read_run(resumed))
+
+
+def test_run_cell_result_write_fails_one_line_rerun_writes_without_evaluating(
+        tmp_path, tiny_overrides, log, monkeypatch):
+    import ppodd.run
+    from ppodd.errors import PpoddError
+
+    monkeypatch.setattr(ppodd.run, "write_run", _disk_full)
+    with pytest.raises(PpoddError, match=r"cannot write result .*No space left on device.*rerun to write it"):
+        run(tmp_path, tiny_overrides, log)
+    monkeypatch.undo()
+    assert not list((tmp_path / "out").glob("*.h5"))
+    monkeypatch.setattr(ppodd.run, "evaluate_pool", lambda *a, **k: pytest.fail("evaluated again"))
+    _, path = run(tmp_path, tiny_overrides, log)
+    assert read_run(path).final_pool.per_net.shape == (2, 2)
+
+
+def test_run_cell_newer_result_at_its_path_refused_and_kept(tmp_path, tiny_overrides, log):
+    import numpy as np
+
+    from ppodd.store import NewerFormatError
+
+    _, path = run(tmp_path, tiny_overrides, log)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = np.int64(99)
+    before = path.read_bytes()
+    with pytest.raises(NewerFormatError, match="format_version 99 > 1"):
+        run(tmp_path, tiny_overrides, log)
+    assert path.read_bytes() == before
+
+
+def test_run_cell_complete_result_beside_leftovers_of_a_killed_run_tidies_them(tmp_path, tiny_overrides, log):
+    _, path = run(tmp_path, tiny_overrides, log)
+    stamp = path.stat().st_mtime_ns
+    # A kill just after the rename leaves the checkpoint, a temporary file and the lock file.
+    leftovers = [path.with_suffix(".ckpt"), path.with_name(f".{path.name}.99999.tmp"), path.with_suffix(".lock")]
+    for leftover in leftovers:
+        leftover.write_bytes(b"left by a killed run")
+    _, again = run(tmp_path, tiny_overrides, log)
+    assert again == path and path.stat().st_mtime_ns == stamp
+    assert [p.name for p in path.parent.iterdir()] == [path.name]

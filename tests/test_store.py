@@ -178,14 +178,16 @@ def test_read_summary_small_arrays_match_record(run_file):
 
 def test_read_summary_any_file_never_reads_posters(run_file, monkeypatch):
     read = []
-    original = store._array
 
-    def spy(loc, member):
-        read.append(member)
-        return original(loc, member)
+    def spy(original):
+        def read_dataset(loc, member, *args):
+            read.append(member)
+            return original(loc, member, *args)
+        return read_dataset
 
-    # Every dataset read of the readers goes through store._array.
-    monkeypatch.setattr(store, "_array", spy)
+    # Every dataset read of the readers goes through store._array or store._numbers.
+    monkeypatch.setattr(store, "_array", spy(store._array))
+    monkeypatch.setattr(store, "_numbers", spy(store._numbers))
     store.read_summary(run_file)
     assert "final/pool/per_net" in read
     assert not [name for name in read if "poster" in name or "label" in name]
@@ -339,3 +341,70 @@ def test_read_archived_format_v1():
     assert list(summary["poster_shape"]) == [3, 15, 38]
     assert len(record.stages) == 2 and record.stages[1].pi_before == summary["stage_list"][1]["pi_before"]
     assert summary["final_accuracy_live"] == record.final_live.final
+
+
+def test_read_scores_agrees_with_read_summary_for_cells_of_a_grid(tmp_path):
+    for seed, ipc, method in ((0, 0.9, "ppodd"), (1, 0.6, "ppodd"), (2, 0.9, "podd")):
+        record = _record(seed)
+        record.config = {**record.config, "method": method, "poster": {"ipc": ipc}}
+        path = store.write_run(record, tmp_path / f"run{seed}.h5")
+        scores, summary = store.read_scores(path), store.read_summary(path)
+        assert scores["config"] == summary["config"] == record.config
+        for key in ("method", "dataset", "ipc", "seed", "variant", "stages", "final_accuracy",
+                    "final_accuracy_live", "final_accuracy_pool", "pixels_live", "pixels_pool",
+                    "effective_ipc_live", "effective_ipc_pool", "seconds", "format_version",
+                    "poster_shape", "path"):
+            assert scores[key] == summary[key], key
+        assert scores["stage_accuracies"] == [s["stage_accuracy"] for s in summary["stage_list"]]
+        assert scores["pi_after"] == [s["pi_after"] for s in summary["stage_list"]]
+        for name in ("live", "pool"):
+            assert scores["final"][name] == {k: summary["final"][name][k] for k in ("checkpoints", "mean")}
+        scores["config"]["data"]["name"] = "changed"  # the parsed config is never shared
+        assert store.read_scores(path)["config"]["data"]["name"] == "synthetic"
+
+
+def test_read_scores_archived_format_v1_and_refusals(run_file):
+    path = Path(__file__).parent / "data" / "run-format-v1.h5"
+    assert store.read_scores(path)["config"] == store.read_summary(path)["config"]
+    with h5py.File(run_file, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(store.IncompleteFileError):
+        store.read_scores(run_file)
+
+
+def test_schema_bump_keeps_reading_older_files_and_refuses_newer(tmp_path, monkeypatch):
+    # What a format_version 2 would do: add a reader per version and keep the old ones.
+    archived = Path(__file__).parent / "data" / "run-format-v1.h5"
+    used = []
+    v1 = store._SUMMARY_READERS[1]
+
+    def read_v2(*args, **kwargs):
+        used.append(2)
+        return {**v1(*args, **kwargs), "format_version": 2}
+
+    monkeypatch.setattr(store, "FORMAT_VERSION", 2)
+    monkeypatch.setitem(store._SUMMARY_READERS, 2, read_v2)
+    assert store.read_summary(archived)["format_version"] == 1 and used == []
+    for version, outcome in ((2, None), (3, store.NewerFormatError)):
+        path = tmp_path / f"v{version}.h5"
+        path.write_bytes(archived.read_bytes())
+        with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = np.int64(version)
+        if outcome is None:
+            assert store.read_summary(path)["format_version"] == 2 and used == [2]
+        else:
+            with pytest.raises(outcome, match=r"format_version 3 > 2\); upgrade ppodd") as err:
+                store.read_summary(path)
+            assert err.value.exit_code == 2
+
+
+def test_checkpoint_of_another_format_refused_with_one_line(tmp_path):
+    from ppodd import checkpoint
+
+    path = tmp_path / "cell.ckpt"
+    torch.save({"version": checkpoint.CHECKPOINT_VERSION + 1, "config_digest": "abc", "state": {}}, path)
+    with pytest.raises(PpoddError, match="belongs to another config or ppodd version; delete it to start over"):
+        checkpoint.load_checkpoint(path, "abc", torch.device("cpu"))
+    path.write_bytes(b"cut short")
+    with pytest.raises(PpoddError, match=r"cannot be read \(.*\); delete it to start over"):
+        checkpoint.load_checkpoint(path, "abc", torch.device("cpu"))

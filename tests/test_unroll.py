@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ppodd.distill import Pool, StepSettings, clip_by_ema, meta_gradient
-from ppodd.labels import fixed_labels
+from ppodd.labels import fixed_labels, init_label_map
 from ppodd.model import forward, init_params
 from ppodd.poster import init_poster, make_geometry
 from ppodd.unroll import AdamState, adam_update, draw_step, synthetic_batch, unroll, warm_up
@@ -84,6 +84,39 @@ def test_meta_gradient_equals_plain_autograd_through_the_window(tiny):
     params, state = unroll(params, state, posters, labels, window, geom, 1e-2)
     F.cross_entropy(forward(params, real_x), real_y).backward()
     torch.testing.assert_close(ours, pool.live.grad, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("subbatch", [0, 4])
+def test_checkpointed_window_gives_the_same_gradient_bitwise(tiny, subbatch):
+    # The replay starts from bitwise-equal saved weights and Adam state and runs the same ops on the
+    # same draws, so every step's vector-Jacobian product is the same computation; only the order
+    # in which autograd sums contributions could differ, and it does not, so demand equality.
+    geom, pool, real_x, real_y, s = tiny
+    s = dataclasses.replace(s, window=4, real_subbatch=subbatch)
+    label_map = init_label_map(2, 2, [[0, 1], [2, 3]]).requires_grad_()
+    learned = Pool(pool.live, label_map, None, pool.frozen, pool.frozen_labels)
+    pi = torch.tensor([0.3, 0.7])
+    grads = []
+    for checkpoint in (False, True):
+        loss = meta_gradient(learned, pi, geom, real_x, real_y, 2,
+                             dataclasses.replace(s, checkpoint_window=checkpoint), gen(7))
+        grads.append((loss, pool.live.grad, label_map.grad))
+        pool.live.grad = label_map.grad = None
+    (loss_a, live_a, map_a), (loss_b, live_b, map_b) = grads
+    assert torch.equal(loss_a, loss_b)
+    assert torch.equal(live_a, live_b) and torch.equal(map_a, map_b)
+    assert live_a.abs().sum() > 0 and map_a.abs().sum() > 0
+
+
+def test_bf16_real_batch_gradient_is_close_to_float32(tiny):
+    geom, pool, real_x, real_y, s = tiny
+    pi = torch.tensor([0.5, 0.5])
+    meta_gradient(pool, pi, geom, real_x, real_y, 1, s, gen(11))
+    exact = pool.live.grad.clone()
+    pool.live.grad = None
+    meta_gradient(pool, pi, geom, real_x, real_y, 1, dataclasses.replace(s, real_bf16=True), gen(11))
+    cosine = F.cosine_similarity(exact.flatten(), pool.live.grad.flatten(), dim=0)
+    assert not torch.equal(exact, pool.live.grad) and cosine > 0.99
 
 
 def test_meta_gradient_frozen_members_get_no_gradient(tiny):

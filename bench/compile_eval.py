@@ -1,0 +1,49 @@
+"""Does torch.compile pay for the evaluation step? Eager against compiled, same inputs.
+
+    python -m bench.compile_eval [--width 32] [--nets 8]
+
+Times the gradient of the stacked evaluation loss (8 nets × 96 images, what every evaluation
+step computes), eager and under torch.compile; the compiled version's first call (the compile)
+is timed apart. ppodd keeps eager unless this shows compiled calls paying for the compile.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from bench.common import machine, parser, pick_device, spread, timed, write_result
+from ppodd.evaluate import _summed_loss
+from ppodd.model import init_params
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time eager and compiled gradients and write the result JSON."""
+    p = parser(__doc__)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--nets", type=int, default=8)
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    start = machine(device)
+    repeats = args.repeats or 5
+    gen = torch.Generator().manual_seed(0)
+    params = init_params(10, 8 if args.quick else args.width, 3, 32, gen, nets=args.nets, device=device)
+    x = torch.randn(args.nets, 96, 3, 32, 32, generator=gen).to(device)
+    y = torch.softmax(torch.randn(args.nets, 96, 10, generator=gen), -1).to(device)
+    eager = torch.func.grad(_summed_loss)
+    compiled = torch.compile(torch.func.grad(_summed_loss))
+    eager(params, x, y)
+    eager_s = [timed(lambda: eager(params, x, y), device) for _ in range(repeats)]
+    first = timed(lambda: compiled(params, x, y), device)
+    compiled_s = [timed(lambda: compiled(params, x, y), device) for _ in range(repeats)]
+    diff = max(float((a - b).abs().max()) for a, b in zip(eager(params, x, y), compiled(params, x, y)))
+    e, c = spread(eager_s), spread(compiled_s)
+    print(f"eager {e['median_s']:.3f} s, compiled {c['median_s']:.3f} s per call, compile {first:.1f} s", flush=True)
+    payload = {"width": args.width, "nets": args.nets, "quick": args.quick, "repeats": repeats, **e,
+               "compiled": c, "compile_first_call_s": round(first, 3), "max_abs_difference": diff}
+    write_result(args.out, "compile_eval", device, start, payload)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,71 @@
+"""`ppodd run` with phase markers on stderr, the process that tests/test_kill.py kills.
+
+`python tests/kill_target.py run ARGS...` runs the real `ppodd` command line unchanged, except
+that a few functions of `ppodd.run` and `ppodd.store` first print one JSON line
+`{"event": "phase", "phase": NAME}` to stderr, so the test can aim a kill at a phase:
+
+    prepare     data loading, ZCA fit and cache, geometry (ppodd.prepare.prepare); the ZCA fit
+                starts after a pause of $KILL_TARGET_PREPARE_PAUSE seconds (default 0.4), since
+                the tiny data set of the test prepares in a few milliseconds
+    distill     one outer step (ppodd.distill.meta_gradient)
+    checkpoint  a checkpoint write (ppodd.checkpoint.save_checkpoint)
+    stage_end   the stage-end evaluation and π update (ppodd.run._end_stage)
+    evaluate    the final evaluations (ppodd.run._final)
+
+Every evaluation (ppodd.run.evaluate_pool) starts after $KILL_TARGET_EVAL_PAUSE seconds (default
+0.1), which widens the stage-end and final-evaluation phases alike.
+    write       the result file write; each stage group is written after a pause of
+                $KILL_TARGET_WRITE_PAUSE seconds (default 0.5), so a kill lands in a half-written
+                temporary file rather than only before or after the whole write
+
+The test also reads ppodd's own structlog events (run_start, outer_step, evaluation, stage_done)
+from the same stream.
+
+Only this test helper patches anything; ppodd itself has no test hooks.
+"""
+
+import json
+import os
+import sys
+import time
+
+import ppodd.prepare
+import ppodd.run
+import ppodd.store
+from ppodd.cli import app
+
+
+def _mark(phase: str) -> None:
+    sys.stderr.write(json.dumps({"event": "phase", "phase": phase}) + "\n")
+    sys.stderr.flush()
+
+
+def _marked(function, phase: str, pause: float = 0.0):
+    def wrapper(*args, **kwargs):
+        _mark(phase)
+        if pause:
+            time.sleep(pause)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _install() -> None:
+    run = ppodd.run
+    run.prepare = _marked(run.prepare, "prepare")
+    run.meta_gradient = _marked(run.meta_gradient, "distill")
+    run.save_checkpoint = _marked(run.save_checkpoint, "checkpoint")
+    run._end_stage = _marked(run._end_stage, "stage_end")
+    run._final = _marked(run._final, "evaluate")
+    run.write_run = _marked(run.write_run, "write")
+    pause = float(os.environ.get("KILL_TARGET_EVAL_PAUSE", "0.1"))
+    run.evaluate_pool = _marked(run.evaluate_pool, "evaluation_start", pause)
+    pause = float(os.environ.get("KILL_TARGET_PREPARE_PAUSE", "0.4"))
+    ppodd.prepare.load_or_fit_zca = _marked(ppodd.prepare.load_or_fit_zca, "prepare_zca", pause)
+    pause = float(os.environ.get("KILL_TARGET_WRITE_PAUSE", "0.5"))
+    ppodd.store._write_stage = _marked(ppodd.store._write_stage, "write_stage", pause)
+
+
+if __name__ == "__main__":
+    _install()
+    sys.exit(app(prog_name="ppodd"))
