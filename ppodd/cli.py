@@ -126,7 +126,10 @@ def evaluate(
            "pixels": result.pixels, "effective_ipc": result.effective_ipc, "seconds": round(result.seconds, 1),
            "dataset": cfg.data.name, "ipc": cfg.poster.ipc, "seed": cfg.seed}
     if json_out is not None:
-        json_out.write_text(json.dumps(row, indent=2) + "\n")
+        try:
+            _write_text(json_out, json.dumps(row, indent=2) + "\n")
+        except PpoddError as e:
+            _fail(e)
     typer.echo(" ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, row["mean"])))
 
 
@@ -183,7 +186,8 @@ def submit(
 
     The grid is the config's cell, or the cross product of --method, --ipc, --grid axes and
     --seeds; a job file under jobs/ names a whole grid (a table of the paper) at once. Complete
-    cells are skipped, failed and unfinished ones rerun and resume from their checkpoints. The array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
+    cells are skipped, failed and unfinished ones rerun and resume from their checkpoints. The
+    array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
     """
     from ppodd import jobs
     from ppodd.experiment import load_experiment
