@@ -38,6 +38,30 @@ SETTINGS = {
 }
 
 
+def outer_step(setting: str, device: str, extra: list[str], quick: bool):
+    """(config, prepared data, single-poster pool, step) at a setting; `step(i)` runs outer step i."""
+    path, overrides, _ = SETTINGS[setting]
+    overrides = overrides + [f"device={device}"] + extra
+    if quick:
+        overrides += ["distill.window=2", "distill.warmup=2", "distill.real_batch=64", "model.width=16"]
+    cfg = load_config(path, overrides)
+    prep = prepare(cfg)
+    state = fresh_state(prep)
+    state.live.requires_grad_(True)
+    pool = Pool(state.live, None, prep.fixed_labels, state.live.new_zeros((0, *state.live.shape)),
+                prep.fixed_labels.new_zeros((0, *prep.fixed_labels.shape)))
+    settings, _ = _settings(cfg, prep.data.num_classes)
+    batch = cfg.distill.real_batch
+    real_x, real_y = prep.train_x[:batch], prep.train_y[:batch]
+
+    def step(i: int) -> None:
+        meta_gradient(pool, torch.tensor([1.0]), prep.geom, real_x, real_y, cfg.distill.warmup, settings,
+                      generator(cfg.seed, "bench", i))
+        state.live.grad = None
+
+    return cfg, prep, pool, step
+
+
 def main(argv: list[str] | None = None) -> None:
     """Time `repeats` outer steps at one setting and write the result JSON."""
     p = parser(__doc__)
@@ -46,30 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--flops", action="store_true", help="count the step's FLOPs (one more untimed step)")
     p.add_argument("--name", help="result name (default outer_step_SETTING)")
     args = p.parse_args(argv)
-    path, overrides, repeats = SETTINGS[args.setting]
-    overrides = overrides + [f"device={args.device}"] + args.set
-    if args.quick:
-        overrides += ["distill.window=2", "distill.warmup=2", "distill.real_batch=64", "model.width=16"]
-        repeats = 1
+    repeats = 1 if args.quick else SETTINGS[args.setting][2]
     repeats = args.repeats or repeats
     start = machine(pick_device(args.device))
-    cfg = load_config(path, overrides)
-    prep = prepare(cfg)
+    cfg, prep, _, step = outer_step(args.setting, args.device, args.set, args.quick)
     device = prep.device
-    state = fresh_state(prep)
-    state.live.requires_grad_(True)
-    empty = state.live.new_zeros((0, *state.live.shape))
-    pool = Pool(state.live, None, prep.fixed_labels, empty,
-                prep.fixed_labels.new_zeros((0, *prep.fixed_labels.shape)))
-    settings, _ = _settings(cfg, prep.data.num_classes)
-    batch = cfg.distill.real_batch
-    real_x, real_y = prep.train_x[:batch], prep.train_y[:batch]
     reset_peak(device)
-
-    def step(i: int) -> None:
-        meta_gradient(pool, torch.tensor([1.0]), prep.geom, real_x, real_y, cfg.distill.warmup, settings,
-                      generator(cfg.seed, "bench", i))
-        state.live.grad = None
 
     times = []
     for i in range(repeats + (repeats > 1)):  # a lone repeat is timed cold: it is a memory check

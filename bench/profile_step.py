@@ -18,13 +18,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.common import machine, parser, pick_device, timed, write_result
-from bench.outer_step import SETTINGS
-from ppodd.config import load_config, to_dict
-from ppodd.distill import Pool, meta_gradient
+from bench.outer_step import outer_step
+from ppodd.config import to_dict
 from ppodd.model import init_params
-from ppodd.prepare import prepare
-from ppodd.run import _settings, fresh_state
-from ppodd.seeding import generator
+from ppodd.run import _settings
 from ppodd.unroll import AdamState, draw_step, unroll, warm_up
 
 SCALAR_READ = "aten::_local_scalar_dense"
@@ -42,26 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
-    path, overrides, _ = SETTINGS["1"]
-    overrides = overrides + [f"device={args.device}"] + args.set
-    if args.quick:
-        overrides += ["distill.window=2", "distill.warmup=2", "distill.real_batch=64", "model.width=16"]
     start = machine(pick_device(args.device))
-    cfg = load_config(path, overrides)
-    prep = prepare(cfg)
+    cfg, prep, pool, step = outer_step("1", args.device, args.set, args.quick)
     device = prep.device
-    state = fresh_state(prep)
-    state.live.requires_grad_(True)
-    pool = Pool(state.live, None, prep.fixed_labels, state.live.new_zeros((0, *state.live.shape)),
-                prep.fixed_labels.new_zeros((0, *prep.fixed_labels.shape)))
     settings, _ = _settings(cfg, prep.data.num_classes)
-    batch, d, geom = cfg.distill.real_batch, cfg.distill, prep.geom
+    d, geom = cfg.distill, prep.geom
     pi = torch.tensor([1.0])
-
-    def step(i: int) -> None:
-        meta_gradient(pool, pi, geom, prep.train_x[:batch], prep.train_y[:batch], d.warmup, settings,
-                      generator(cfg.seed, "bench", i))
-        state.live.grad = None
 
     unprofiled = timed(lambda: step(0), device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
