@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
+from ppodd.class_order import identity_order
 from ppodd.labels import fixed_labels
 from ppodd.poster import init_poster, make_geometry
 from ppodd.unroll import draw_step, synthetic_batch
@@ -29,8 +30,7 @@ POOL = 5
 
 def _patch_batches(device: torch.device, nets: int | None, calls: int, repeats: int) -> dict:
     geom = make_geometry(0.9, 10, 32)
-    order = [list(range(r * geom.cols, (r + 1) * geom.cols)) for r in range(geom.rows)]
-    labels = fixed_labels(geom, order).expand(POOL, -1, -1).contiguous().to(device)
+    labels = fixed_labels(geom, identity_order(geom.rows, geom.cols)).expand(POOL, -1, -1).contiguous().to(device)
     posters = torch.stack([init_poster(geom, torch.Generator().manual_seed(i)) for i in range(POOL)]).to(device)
     posters.requires_grad_(nets is None)       # the distillation path builds a graph to the poster
     pi = torch.tensor([0.1, 0.15, 0.2, 0.25, 0.3])

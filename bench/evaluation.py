@@ -16,6 +16,7 @@ import sys
 import torch
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
+from ppodd.class_order import identity_order
 from ppodd.evaluate import train_step
 from ppodd.labels import fixed_labels
 from ppodd.model import init_params
@@ -37,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = 3 if args.quick else args.steps
     repeats = args.repeats or 1
     geom = make_geometry(0.9, 10, 32)
-    order = [list(range(r * geom.cols, (r + 1) * geom.cols)) for r in range(geom.rows)]
-    labels = fixed_labels(geom, order).expand(POOL, -1, -1).contiguous().to(device)
+    labels = fixed_labels(geom, identity_order(geom.rows, geom.cols)).expand(POOL, -1, -1).contiguous().to(device)
     posters = torch.stack([init_poster(geom, torch.Generator().manual_seed(i)) for i in range(POOL)]).to(device)
     pi = torch.full((POOL,), 1.0 / POOL)
     lr, b, n = 1e-3, 96, geom.num_patches

@@ -21,9 +21,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import machine, parser, pick_device, reset_peak, spread, timed, write_result
 from ppodd.config import load_config, to_dict
-from ppodd.distill import Pool, meta_gradient
+from ppodd.distill import meta_gradient
 from ppodd.prepare import prepare
-from ppodd.run import _settings, fresh_state
+from ppodd.run import _pool, _settings, fresh_state
 from ppodd.seeding import generator
 
 _SYNTHETIC_32 = ["data.name=synthetic", "data.synthetic.image_size=32", "method=podd"]
@@ -48,8 +48,7 @@ def outer_step(setting: str, device: str, extra: list[str], quick: bool):
     prep = prepare(cfg)
     state = fresh_state(prep)
     state.live.requires_grad_(True)
-    pool = Pool(state.live, None, prep.fixed_labels, state.live.new_zeros((0, *state.live.shape)),
-                prep.fixed_labels.new_zeros((0, *prep.fixed_labels.shape)))
+    pool = _pool(prep, state)
     settings, _ = _settings(cfg, prep.data.num_classes)
     batch = cfg.distill.real_batch
     real_x, real_y = prep.train_x[:batch], prep.train_y[:batch]

@@ -21,7 +21,6 @@ from bench.common import machine, parser, pick_device, timed, write_result
 from bench.outer_step import outer_step
 from ppodd.config import to_dict
 from ppodd.model import init_params
-from ppodd.run import _settings
 from ppodd.unroll import AdamState, draw_step, unroll, warm_up
 
 SCALAR_READ = "aten::_local_scalar_dense"
@@ -42,7 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     start = machine(pick_device(args.device))
     cfg, prep, pool, step = outer_step("1", args.device, args.set, args.quick)
     device = prep.device
-    settings, _ = _settings(cfg, prep.data.num_classes)
     d, geom = cfg.distill, prep.geom
     pi = torch.tensor([1.0])
 

@@ -44,13 +44,14 @@ def real_tile_poster(geom: PosterGeometry, order: list[list[int]], train_x: torc
 def evaluate_reference(prep: Prepared, what: str, progress) -> EvalResult:
     """The evaluation of a reference poster (`initial`, `real` or a run file) on its own."""
     cfg = prep.cfg
+    if prep.fixed_labels is None:
+        raise ConfigError("poster.labels: reference posters need fixed labels, got 'learned'")
+    state = fresh_state(prep)
     if what == "initial":
-        poster = fresh_state(prep).live
+        poster = state.live
     elif what == "real":
         poster = real_tile_poster(prep.geom, prep.order, prep.train_x, prep.train_y,
                                   generator(cfg.seed, "baseline", "real"))
     else:
         poster = read_run(Path(what)).stages[-1].poster.to(prep.device)
-    if prep.fixed_labels is None:
-        raise ConfigError("poster.labels: reference posters need fixed labels, got 'learned'")
-    return Evaluator(prep, fresh_state(prep), progress).evaluate(poster[None], prep.fixed_labels[None], [1.0], [0], "baseline", what)
+    return Evaluator(prep, state, progress).evaluate(poster[None], prep.fixed_labels[None], [1.0], [0], "baseline", what)

@@ -15,7 +15,7 @@ import structlog
 import typer
 
 import ppodd
-from ppodd.errors import ConfigError, PpoddError
+from ppodd.errors import ConfigError, PpoddError, describe
 
 app = typer.Typer(
     help="Progressive Poster Dataset Distillation (P-PoDD) and PoDD: distill, evaluate, compare.",
@@ -222,14 +222,12 @@ def submit(
         # Write access and space for every result, checked before anything is written or queued.
         check_writable(out, _prepare_once(todo))
         _clear_for_rerun(jobs, todo, force)
-        out.mkdir(parents=True, exist_ok=True)
         argv = ["ppodd", *sys.argv[1:]]
         if chosen == "slurm":
             tasks = jobs.submit_slurm(todo, out, opts, image)
-            jobs.record_submission(out, cells, chosen, opts, tasks, [c.name for c in skipped], argv, image)
         else:
             tasks = [{"array_index": i, "job_id": None, "cell": c.name} for i, c in enumerate(todo)]
-            jobs.record_submission(out, cells, chosen, None, tasks, [c.name for c in skipped], argv)
+        jobs.record_submission(out, cells, chosen, opts, tasks, [c.name for c in skipped], argv, image)
         typer.echo(f"{len(todo)} cell(s) to run on {chosen}, {len(skipped)} skipped; manifest {out / jobs.MANIFEST}")
         for task, cell in zip(tasks, todo):
             typer.echo(f"  {task['array_index']:4d}  {task['job_id'] or '-':12}  {cell.path}")
@@ -457,18 +455,13 @@ def plot(
 
 def _write_text(path: Path, text: str) -> None:
     """Write `text` to `path` atomically: whole or not at all."""
-    import contextlib
-    import os
+    from ppodd.atomic import write_atomic
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
     except OSError as err:
-        with contextlib.suppress(OSError):  # the folder itself may be what failed
-            tmp.unlink(missing_ok=True)
-        raise PpoddError(f"cannot write {path}: {err.strerror or err}") from None
+        raise PpoddError(f"cannot write {path}: {describe(err)}") from None
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m ppodd.cli`

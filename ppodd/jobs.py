@@ -34,6 +34,7 @@ import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
 import ppodd
+from ppodd.atomic import write_atomic
 from ppodd.config import apply_overrides, build_config, read_yaml, to_dict
 from ppodd.container import Container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
@@ -222,9 +223,8 @@ def slurm_reachable() -> bool:
 
 
 def resolve_cluster(cluster: str) -> str:
-    """The executor to use: `auto` is slurm only when a controller answers, local otherwise."""
-    if cluster not in CLUSTERS:
-        raise ConfigError(f"--cluster {cluster!r}: allowed {', '.join(CLUSTERS)}")
+    """The executor to use (`cluster` is one of CLUSTERS): `auto` is slurm only when a controller
+    answers, local otherwise."""
     if cluster == "auto":
         return "slurm" if slurm_reachable() else "local"
     return cluster
@@ -259,9 +259,7 @@ def state_path(result: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
 
 
 def _record_failure(path: Path, record: dict, error: BaseException) -> None:

@@ -10,8 +10,6 @@ Figures have fixed pixel sizes (`DPI`, `WIDTH_PX`), so their files can be checke
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from matplotlib import patheffects
 from matplotlib.figure import Figure
 
+from ppodd.atomic import write_atomic
 from ppodd.errors import PpoddError
 
 DPI = 100
@@ -374,13 +373,4 @@ def _figure(width_px: int, height_px: int) -> Figure:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Save as PNG under a temporary name, then rename: a figure file is whole or absent."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise PpoddError(f"cannot write {path}: {err.strerror or err}") from None
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))

@@ -362,7 +362,6 @@ def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,
         torch.set_num_threads(threads)
     begin = time.monotonic()
     prep = prepare(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(out_dir, result_bytes(cfg, prep.geom))
     with cell_lock(path.with_suffix(".lock")):
         # Another run of this cell may have finished while this one prepared.

@@ -506,11 +506,6 @@ def _read_mapping(group: h5py.Group) -> dict:
     return out
 
 
-def _stage_names(f: h5py.File) -> list[str]:
-    """Names of the /stages groups in stage order."""
-    return sorted(f["stages"], key=int)
-
-
 def _read_config(f: h5py.File) -> dict:
     return yaml.load(_plain(_array(f.id, "config_yaml")), Loader=_YAML_LOADER)
 
@@ -559,7 +554,7 @@ def _read_run_v1(f: h5py.File) -> RunRecord:
         class_order=_array(f.id, "class_order").tolist(),
         class_names=_plain(_array(f.id, "class_names")),
         initial_poster=torch.from_numpy(_array(f.id, "initial_poster")),
-        stages=[_read_stage_v1(name, f["stages"][name]) for name in _stage_names(f)],
+        stages=[_read_stage_v1(name, f["stages"][name]) for name in _stage_names_v1(f.id)],
         final_live=_read_eval_v1(f["final/live"]),
         final_pool=_read_eval_v1(f["final/pool"]),
         curves={name: torch.from_numpy(_array(f.id, f"curves/{name}")) for name in f["curves"]},
@@ -615,6 +610,7 @@ def _root_scalars_v1(root: h5py.h5g.GroupID, text: tuple[str, ...]) -> dict[str,
 
 
 def _stage_names_v1(root: h5py.h5g.GroupID) -> list[str]:
+    """Names of the /stages groups in stage order."""
     return sorted((name.decode() for name in h5g.open(root, b"stages")), key=int)
 
 

@@ -46,6 +46,7 @@ def run_record(summary: Mapping[str, Any], file: str) -> dict:
     """
     live, pool = summary["final"]["live"], summary["final"]["pool"]
     checkpoints = [int(c) for c in pool["checkpoints"]]
+    pool_at = _by_checkpoint(checkpoints, pool["mean"])
     return {
         "file": file,
         "kind": "run",
@@ -60,11 +61,11 @@ def run_record(summary: Mapping[str, Any], file: str) -> dict:
         "reason": None,
         "checkpoints": checkpoints,
         "final_accuracy": summary["final_accuracy"],
-        "final_accuracy_at": _by_checkpoint(checkpoints, pool["mean"]),
+        "final_accuracy_at": pool_at,
         "final_accuracy_live": summary["final_accuracy_live"],
         "final_accuracy_live_at": _by_checkpoint(live["checkpoints"], live["mean"]),
         "final_accuracy_pool": summary["final_accuracy_pool"],
-        "final_accuracy_pool_at": _by_checkpoint(checkpoints, pool["mean"]),
+        "final_accuracy_pool_at": pool_at,
         "pixels_live": summary["pixels_live"],
         "pixels_pool": summary["pixels_pool"],
         "effective_ipc_live": summary["effective_ipc_live"],

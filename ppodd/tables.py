@@ -21,7 +21,6 @@ from ppodd.summary import SCORES, setting_label
 FORMATS = ("table", "markdown", "csv", "json")
 JSON_FORMAT = "ppodd-summary"
 JSON_VERSION = 1
-_SCORE_NAMES = {"pool": "pool", "live": "live"}
 
 
 @dataclass
@@ -122,7 +121,7 @@ def main_table(dataset: str, groups: list[dict]) -> Table:
                 else:
                     cells.append(f"{_mean_std(s['mean'], s['std'])} (n={g['n']}, {_num(s['effective_ipc'], 3)})"
                                  f"{_flag(g)}")
-            table.rows.append([method, variant, setting, _SCORE_NAMES[score]] + cells)
+            table.rows.append([method, variant, setting, score] + cells)
         if any(g["difference"] for g in members):
             for score in SCORES:
                 cells = []
@@ -147,7 +146,7 @@ def checkpoint_table(dataset: str, groups: list[dict]) -> Table:
             s = g[score]
             at = [s["at"].get(str(c)) for c in steps]
             table.rows.append([g["method"], g["variant"], setting_label(g["setting"]), _ipc(g["ipc"]),
-                               _SCORE_NAMES[score], str(g["n"])]
+                               score, str(g["n"])]
                               + ["" if a is None else _mean_std(a["mean"], a["std"]) for a in at]
                               + [str(s["pixels"]) if s["pixels"] is not None else "–",
                                  _num(s["effective_ipc"], 3), _num(g["seconds_mean"], 0)])
