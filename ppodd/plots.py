@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from ppodd.atomic import write_atomic
 from ppodd.errors import PpoddError
+from ppodd.summary import by_dataset, group_label, ipc_label
 
 DPI = 100
 WIDTH_PX = 1000           # every figure is this wide
@@ -293,11 +294,8 @@ def grid_figures(summary: dict, out: Path) -> list[Path]:
     method and setting, pool solid and live dashed) and checkpoints-<dataset>.png."""
     out = Path(out)
     _make_folder(out)
-    by_dataset: dict[str, list[dict]] = {}
-    for group in summary["groups"]:
-        by_dataset.setdefault(str(group["dataset"]), []).append(group)
     paths = []
-    for dataset, groups in by_dataset.items():
+    for dataset, groups in by_dataset(summary["groups"]).items():
         paths.append(ipc_figure(dataset, groups, out / f"accuracy-vs-ipc-{_safe(dataset)}.png"))
         paths.append(grid_checkpoint_figure(dataset, groups, out / f"checkpoints-{_safe(dataset)}.png"))
     return paths
@@ -307,15 +305,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _row_label(group: dict) -> str:
-    from ppodd.summary import setting_label
-
-    parts = [group["method"]] + ([group["variant"]] if group["variant"] != "-" else [])
-    if group["setting"]:
-        parts.append(setting_label(group["setting"]))
-    return " ".join(parts)
-
-
 def ipc_figure(dataset: str, groups: list[dict], out: Path) -> Path:
     """Final accuracy against nominal IPC, mean ± std over seeds (Table I as a figure)."""
     fig = _figure(WIDTH_PX, CHART_HEIGHT_PX)
@@ -323,7 +312,7 @@ def ipc_figure(dataset: str, groups: list[dict], out: Path) -> Path:
     rows: dict[str, list[dict]] = {}
     for g in groups:
         if g["ipc"] is not None and g["n"]:
-            rows.setdefault(_row_label(g), []).append(g)
+            rows.setdefault(group_label(g), []).append(g)
     for i, (label, members) in enumerate(rows.items()):
         members = sorted(members, key=lambda g: g["ipc"])
         colour = f"C{i % 10}"
@@ -352,8 +341,7 @@ def grid_checkpoint_figure(dataset: str, groups: list[dict], out: Path) -> Path:
         at = g["pool"]["at"]
         steps = [int(s) for s in at]
         values = np.array([[at[s]["mean"], np.nan if at[s]["std"] is None else at[s]["std"]] for s in at])
-        ipc = "?" if g["ipc"] is None else f"{g['ipc']:g}"
-        curves.append((f"{_row_label(g)}, ipc {ipc} (n={g['n']})", steps, values, "o-" if i < 10 else "s--"))
+        curves.append((f"{group_label(g)}, ipc {ipc_label(g['ipc'])} (n={g['n']})", steps, values, "o-" if i < 10 else "s--"))
     return checkpoint_figure(curves, f"{dataset}: reported accuracy over checkpoints, mean ± std over seeds", out)
 
 

@@ -198,6 +198,29 @@ def setting_label(setting: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_text(v)}" for k, v in setting.items()) or "-"
 
 
+def group_label(group: Mapping[str, Any]) -> str:
+    """A group's row name: method, variant unless "-", and setting unless empty."""
+    parts = [group["method"]]
+    if group["variant"] != "-":
+        parts.append(group["variant"])
+    if group["setting"]:
+        parts.append(setting_label(group["setting"]))
+    return " ".join(parts)
+
+
+def ipc_label(value: Any) -> str:
+    """An IPC as written in tables and figures; "?" when unknown."""
+    return "?" if value is None else f"{value:g}"
+
+
+def by_dataset(groups: Iterable[dict]) -> dict[str, list[dict]]:
+    """Groups by data set name, in first-seen order."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for g in groups:
+        out[str(g["dataset"])].append(g)
+    return dict(out)
+
+
 def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"

@@ -12,11 +12,10 @@ import csv
 import io
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppodd.summary import SCORES, setting_label
+from ppodd.summary import SCORES, by_dataset, group_label, ipc_label, setting_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 JSON_FORMAT = "ppodd-summary"
@@ -45,10 +44,6 @@ def _mean_std(mean: float | None, std: float | None) -> str:
     return _num(mean) if std is None else f"{_num(mean)} ± {_num(std)}"
 
 
-def _ipc(value: Any) -> str:
-    return "?" if value is None else f"{value:g}"
-
-
 def _flag(group: dict) -> str:
     return " !" if group["missing_seeds"] or group["incomplete_seeds"] or group["duplicate_seeds"] else ""
 
@@ -64,28 +59,12 @@ def _notes(groups: list[dict]) -> list[str]:
         if g["duplicate_seeds"]:
             parts.append(f"seeds with more than one run, first file used: {_seeds(g['duplicate_seeds'])}")
         if parts:
-            notes.append(f"! {_row_name(g)}, ipc {_ipc(g['ipc'])}: " + "; ".join(parts))
+            notes.append(f"! {group_label(g)}, ipc {ipc_label(g['ipc'])}: " + "; ".join(parts))
     return notes
 
 
 def _seeds(seeds: list) -> str:
     return ", ".join(str(s) for s in seeds)
-
-
-def _row_name(group: dict) -> str:
-    parts = [group["method"]]
-    if group["variant"] != "-":
-        parts.append(group["variant"])
-    if group["setting"]:
-        parts.append(setting_label(group["setting"]))
-    return " ".join(parts)
-
-
-def _by_dataset(groups: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
-    for g in groups:
-        out[str(g["dataset"])].append(g)
-    return out
 
 
 def _rows_by_setting(groups: list[dict]) -> dict[tuple, list[dict]]:
@@ -106,7 +85,7 @@ def main_table(dataset: str, groups: list[dict]) -> Table:
     ipcs = sorted({g["ipc"] for g in groups}, key=lambda v: (v is None, v or 0))
     table = Table(f"{dataset}: final accuracy (%) {_steps_title(groups)}, mean ± std over seeds "
                   "(n seeds, effective IPC); Δ = P-PoDD − PoDD paired by seed [95 % t-interval]",
-                  ["method", "variant", "setting", "score"] + [f"ipc {_ipc(i)}" for i in ipcs])
+                  ["method", "variant", "setting", "score"] + [f"ipc {ipc_label(i)}" for i in ipcs])
     for (method, variant, setting), members in _rows_by_setting(groups).items():
         by_ipc = {g["ipc"]: g for g in members}
         for score in SCORES:
@@ -145,7 +124,7 @@ def checkpoint_table(dataset: str, groups: list[dict]) -> Table:
         for score in SCORES:
             s = g[score]
             at = [s["at"].get(str(c)) for c in steps]
-            table.rows.append([g["method"], g["variant"], setting_label(g["setting"]), _ipc(g["ipc"]),
+            table.rows.append([g["method"], g["variant"], setting_label(g["setting"]), ipc_label(g["ipc"]),
                                score, str(g["n"])]
                               + ["" if a is None else _mean_std(a["mean"], a["std"]) for a in at]
                               + [str(s["pixels"]) if s["pixels"] is not None else "–",
@@ -162,7 +141,7 @@ def ablation_table(ablation: dict) -> Table:
             "best": "the best value (no default in the grid)"}[ablation["reference_rule"]]
     header = [axis]
     for ipc in ablation["ipcs"]:
-        header += [f"ipc {_ipc(ipc)} pool", "drop", f"ipc {_ipc(ipc)} live", "drop"]
+        header += [f"ipc {ipc_label(ipc)} pool", "drop", f"ipc {ipc_label(ipc)} live", "drop"]
     table = Table(f"{ablation['dataset']}: ablation of {axis} ({ablation['method']}, variant "
                   f"{ablation['variant']}{fixed}); drop from {rule}", header)
     values: dict[str, dict[Any, dict]] = {}
@@ -189,7 +168,7 @@ def ablation_table(ablation: dict) -> Table:
 def tables(summary: dict) -> list[Table]:
     """Every table of a summary, in reading order."""
     out = []
-    for dataset, groups in _by_dataset(summary["groups"]).items():
+    for dataset, groups in by_dataset(summary["groups"]).items():
         out.append(main_table(dataset, groups))
         out.append(checkpoint_table(dataset, groups))
     out += [ablation_table(a) for a in summary["ablations"]]
