@@ -375,14 +375,18 @@ def extract_patches(
 ) -> torch.Tensor:
     """Return patch `patch[i]` of poster `member[i]` for every i, (b, 3, a, a) (§2.1, §8.2).
 
-    pool is (M, 3, H, W); member and patch are LongTensors (b,). One advanced-indexing gather,
-    differentiable with respect to pool. origins, if given, is `patch_origins_on(geom, device)`.
+    pool is (M, 3, H, W); member and patch are LongTensors (b,). One gather from the flattened
+    pool, differentiable with respect to pool. origins, if given, is `patch_origins_on(geom, device)`.
     """
     if origins is None:
         origins = patch_origins_on(geom, pool.device)
+    _, channels, height, width = pool.shape
     offsets = torch.arange(geom.tile, device=pool.device)
     corner = origins[patch]  # (b, 2)
     ys = (corner[:, 0, None] + offsets)[:, None, :, None]  # (b, 1, a, 1)
     xs = (corner[:, 1, None] + offsets)[:, None, None, :]  # (b, 1, 1, a)
-    channels = torch.arange(pool.shape[1], device=pool.device)[None, :, None, None]
-    return pool[member[:, None, None, None], channels, ys, xs]  # (b, 3, a, a)
+    planes = (member[:, None] * channels + torch.arange(channels, device=pool.device))[:, :, None, None]
+    flat = (planes * height + ys) * width + xs  # (b, 3, a, a)
+    # index_select, not advanced indexing: on a multi-threaded CPU the backward of pool[...] adds
+    # with parallel atomics (summation order varies run to run); index_select's adds serially.
+    return pool.reshape(-1).index_select(0, flat.reshape(-1)).view(flat.shape)

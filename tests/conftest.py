@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import structlog
 
@@ -25,3 +27,13 @@ def pytest_addoption(parser):
     parser.addoption("--kills", type=int, default=5,
                      help="SIGKILLs in tests/test_kill.py's kill series (default 5, one per phase; "
                           "10 or more for the full series; PPODD_KILLS overrides)")
+    parser.addoption("--kill-config", choices=["shrunk", "full"], default=None,
+                     help="tests/test_kill.py on a seconds-long shrink of configs/demo.yaml (default) "
+                          "or on the full demo config; PPODD_KILL_CONFIG overrides")
+
+
+def pytest_configure(config):
+    # test_kill.py builds its command lines at import time, from the environment.
+    choice = config.getoption("--kill-config")
+    if choice and "PPODD_KILL_CONFIG" not in os.environ:
+        os.environ["PPODD_KILL_CONFIG"] = choice

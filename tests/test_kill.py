@@ -8,7 +8,8 @@ seed (the module's `reference`).
 The SIGKILL series makes `--kills N` kills (default 5, one per phase; `--kills 10` or
 PPODD_KILLS=10 for the full series) at random moments inside data preparation, distillation,
 checkpoint writes, stage ends, the final evaluations and the final write. PPODD_KILL_SEED fixes the
-random moments; a failure prints the seed it used.
+random moments; a failure prints the seed it used. `--kill-config full` runs every test here on the
+unshrunk demo config (about 90 s a run on 2 cores).
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ from ppodd.store import StoreError, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = REPO / "tests" / "kill_target.py"
-# Two stages of two epochs of two outer steps, a checkpoint after every outer step (so a kill in
-# distillation resumes mid-stage) and one thread (so a resumed run can equal the reference bit for bit).
-OVERRIDES = [
-    "data.synthetic.image_size=8", "data.synthetic.train_per_class=20", "data.synthetic.test_per_class=10",
-    "model.width=4", "model.depth=2", "distill.epochs=4", "distill.real_batch=100", "distill.window=2",
-    "distill.total_window=4", "eval.nets=2", "eval.checkpoints=[2,4]", "ppodd.stages=2", "threads=1",
-    "checkpoint_minutes=0.0001",
-]
+# A checkpoint after every outer step (so a kill in distillation resumes mid-stage) and two threads
+# (so the multi-threaded kernels must be deterministic too). PPODD_KILL_CONFIG=full (or
+# `--kill-config full`) runs the whole module on configs/demo.yaml as it is; by default it is shrunk
+# to two stages of two epochs of two outer steps.
+OVERRIDES = ["threads=2", "checkpoint_minutes=0.0001"]
+if os.environ.get("PPODD_KILL_CONFIG", "shrunk") != "full":
+    OVERRIDES += [
+        "data.synthetic.image_size=8", "data.synthetic.train_per_class=20", "data.synthetic.test_per_class=10",
+        "model.width=4", "model.depth=2", "distill.epochs=4", "distill.real_batch=100", "distill.window=2",
+        "distill.total_window=4", "eval.nets=2", "eval.checkpoints=[2,4]", "ppodd.stages=2",
+    ]
 # The phases a kill aims at, in pipeline order, with the longest delay after the phase's marker.
 # The wrapper widens the short phases with pauses (tests/kill_target.py); each delay stays well
 # inside its phase, so that a kill seen late by a busy machine still lands there.

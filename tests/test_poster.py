@@ -239,6 +239,29 @@ def test_extract_patches_matches_loop_reference_and_gradient():
     assert torch.allclose(grad_fast, grad_slow, atol=1e-5)
 
 
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads, where PyTorch's parallel CPU kernels kick in."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_extract_patches_gradient_bitwise_repeatable_on_two_threads(two_threads):
+    # Demo-config size: 96 patches of 16 px, 73,728 values, above PyTorch's parallel grain of
+    # 32,768, where advanced indexing's backward adds with racing atomics.
+    geom = make_geometry(0.9, 10, 16)
+    gen = torch.Generator().manual_seed(3)
+    pool = torch.randn(3, 3, geom.height, geom.width, generator=gen, requires_grad=True)
+    member = torch.randint(0, 3, (96,), generator=gen)
+    patch = torch.randint(0, geom.num_patches, (96,), generator=gen)
+    weights = torch.randn(96, 3, geom.tile, geom.tile, generator=gen)
+    grads = [torch.autograd.grad((extract_patches(pool, member, patch, geom) * weights).sum(), pool)[0]
+             for _ in range(10)]
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
 def test_extract_patches_precomputed_origins_same_result():
     geom = cifar10_geometry()
     pool = torch.randn(2, 3, 60, 153, generator=torch.Generator().manual_seed(2))

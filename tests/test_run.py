@@ -58,6 +58,20 @@ def test_run_cell_resumed_after_interruption_is_bitwise_equal(tmp_path, tiny_ove
     assert_same_results(read_run(straight), read_run(resumed))
 
 
+def test_run_cell_demo_tensor_sizes_on_two_threads_are_bitwise_reproducible(tmp_path, log):
+    # The demo config's poster, patch batch and network as they are (large enough for PyTorch's
+    # parallel CPU kernels), with fewer steps: two runs on two threads must agree bit for bit.
+    over = ["threads=2", "data.synthetic.train_per_class=60", "data.synthetic.test_per_class=20",
+            "distill.epochs=3", "eval.checkpoints=[10]", f"data.cache_dir={tmp_path / 'cache'}"]
+    before = torch.get_num_threads()
+    try:
+        _, first = run(tmp_path, over, log, out="a")
+        _, second = run(tmp_path, over, log, out="b")
+    finally:
+        torch.set_num_threads(before)
+    assert_same_results(read_run(first), read_run(second))
+
+
 def test_run_cell_podd_is_single_stage_of_same_path(tmp_path, tiny_overrides, log):
     _, path = run(tmp_path, tiny_overrides + ["method=podd"], log)
     rec = read_run(path)
