@@ -1,12 +1,14 @@
 """Seconds for K evaluation networks × S training steps (§9), batched against one at a time.
 
-    python -m bench.evaluation [--nets 8] [--steps 300] [--width 32]
+    python -m bench.evaluation [--nets 8] [--steps 300] [--width 32] [--profile]
 
 Batched is what `ppodd.evaluate` runs: the K nets' weights stacked, one `forward_stacked`
 gradient and one Adam update per step. Sequential trains net 1 for S steps, then net 2, and so on,
 with `forward` and the same explicit Adam. Both draw b = 96 patches per net and step from a pool of
 5 CIFAR-10-sized posters (153 × 60) and augment them, as evaluation does. Test-set scoring is not
-timed. The result's ratio is sequential / batched seconds: above 1 means batching pays.
+timed. The result's ratio is sequential / batched seconds: above 1 means batching pays. With
+--profile, one more run of each at 2 steps goes under torch.profiler, and the result lists each
+one's ops by self CPU time, to show where the two differ.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from torch.profiler import profile
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
 from ppodd.class_order import identity_order
@@ -21,9 +24,18 @@ from ppodd.evaluate import train_step
 from ppodd.labels import fixed_labels
 from ppodd.model import init_params
 from ppodd.poster import init_poster, make_geometry
-from ppodd.unroll import AdamState, adam_update, draw_step, inner_grad, synthetic_batch
+from ppodd.unroll import AdamState, draw_step, inner_step
 
 POOL = 5
+
+
+def top_ops(fn, top: int = 10) -> list[dict]:
+    """The `top` aten ops of one call of fn by self CPU time, in ms, with their call counts."""
+    with profile() as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1e3, 1), "calls": e.count}
+            for e in events[:top]]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nets", type=int, default=8)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--profile", action="store_true", help="also profile 2 steps of each")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     start = machine(device)
@@ -59,10 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             state = AdamState.zeros_like(params)
             with torch.no_grad():
                 for _ in range(steps):
-                    x, y = synthetic_batch(posters, labels, draw_step(pi, b, n, True, gen), geom)
-                    with torch.enable_grad():
-                        grads = inner_grad(params, x, y)
-                    params, state = adam_update(params, grads, state, lr)
+                    params, state = inner_step(params, state, posters, labels, draw_step(pi, b, n, True, gen),
+                                               geom, lr)
 
     # One untimed step each first, so neither pays the one-off kernel and allocator warm-up.
     saved, steps = steps, 1
@@ -79,7 +90,13 @@ def main(argv: list[str] | None = None) -> None:
                "quick": args.quick, "repeats": repeats, **batched_s,
                "sequential": sequential_s,
                "ratio_sequential_over_batched": round(sequential_s["median_s"] / batched_s["median_s"], 3)}
-    write_result(args.out, f"evaluation_w{args.width}_k{args.nets}_s{steps}", device, start, payload)
+    name = f"evaluation_w{args.width}_k{args.nets}_s{steps}"
+    if args.profile:
+        steps = 2
+        for mode, fn in (("batched", batched), ("sequential", sequential)):
+            payload[f"profile_{mode}"] = ops = top_ops(fn)
+            print(f"{mode}, 2 steps:", *(f"  {o['op']:32s} {o['self_ms']:8.1f} ms" for o in ops), sep="\n")
+    write_result(args.out, name, device, start, payload)
 
 
 if __name__ == "__main__":

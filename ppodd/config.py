@@ -22,6 +22,7 @@ import yaml
 
 from ppodd.errors import ConfigError
 
+METHODS = ("ppodd", "podd")
 # A config file is a few hundred bytes; anything far larger is not one of ours.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -161,7 +162,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 class RunConfig:
     """One cell: a data set, a method, an IPC, a seed and every option that shapes the result."""
 
-    method: str = _opt("ppodd", choices=("ppodd", "podd"), doc="podd is P-PoDD with T = 1")
+    method: str = _opt("ppodd", choices=METHODS, doc="podd is P-PoDD with T = 1")
     seed: int = _opt(0, lo=0, hi=2**31 - 1, doc="drives every random number (D13)")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
     threads: int = _opt(0, lo=0, doc="torch CPU threads (0: Slurm's cpus-per-task, else torch's default)")

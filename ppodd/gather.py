@@ -52,27 +52,20 @@ def collect(arguments: list[str]) -> Sources:
     manifests: list[Path] = []
     problems: list[Problem] = []
     for argument in arguments:
-        if Path(argument).is_dir():
-            found, found_manifests = _folder(Path(argument))
-            files += found
-            manifests += found_manifests
-        elif glob.has_magic(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
-            if not matches:
+        paths = [argument]
+        if not Path(argument).is_dir() and glob.has_magic(argument):
+            paths = sorted(glob.glob(argument, recursive=True))
+            if not paths:
                 problems.append(Problem(argument, "missing", f"{argument}: no file matches"))
-            for match in map(Path, matches):
-                if match.is_dir():
-                    found, found_manifests = _folder(match)
-                    files += found
-                    manifests += found_manifests
-                elif match.name == MANIFEST:
-                    manifests.append(match)
-                else:
-                    files.append(match)
-        elif Path(argument).name == MANIFEST:
-            manifests.append(Path(argument))
-        else:
-            files.append(Path(argument))  # a missing file is reported when it is read
+        for path in map(Path, paths):
+            if path.is_dir():
+                found, found_manifests = _folder(path)
+                files += found
+                manifests += found_manifests
+            elif path.name == MANIFEST:
+                manifests.append(path)
+            else:
+                files.append(path)  # a missing file is reported when it is read
     return Sources(_unique(files), _unique(manifests), problems)
 
 

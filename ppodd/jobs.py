@@ -35,13 +35,12 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 import ppodd
 from ppodd.atomic import write_atomic
-from ppodd.config import apply_overrides, build_config, read_yaml, to_dict
+from ppodd.config import METHODS, apply_overrides, build_config, read_yaml, to_dict
 from ppodd.container import Container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
 from ppodd.lock import LockedError, cell_lock
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
-METHODS = ("ppodd", "podd")
 STATES = ("pending", "running", "requeued", "done", "failed", "incomplete")
 MANIFEST = "manifest.json"
 LOG_FOLDER = "logs"

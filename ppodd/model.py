@@ -71,17 +71,18 @@ def forward_stacked(params: Params, x: torch.Tensor) -> torch.Tensor:
     The nets sit side by side in the channel dimension: one grouped convolution (groups = nets),
     an instance norm over nets·C channels and one batched matmul do every net's layer at once.
     That is the same arithmetic as `forward` per net, in one kernel per layer for all nets, which
-    is what fills a GPU. On a 2-core CPU it measured slower than a loop over nets (bench/README.md).
+    is what fills a GPU. On a 2-core CPU it still runs about 10 % slower than a loop over nets,
+    in oneDNN's grouped convolution (bench/README.md).
     """
     nets, n = x.shape[:2]
     depth = (len(params) - 2) // 4
     h = x.transpose(0, 1).reshape(n, nets * x.shape[2], *x.shape[3:])      # (n, nets·3, a, a)
-    # Channels-last: oneDNN's grouped convolution ran its backward faster in it (ConvNet-128).
-    h = h.contiguous(memory_format=torch.channels_last)
     for i in range(depth):
         w, b, g, s = params[4 * i: 4 * i + 4]                             # w (nets, C, C_in, 3, 3)
         h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=1, groups=nets)
-        h = F.group_norm(h, h.shape[1], g.reshape(-1), s.reshape(-1), eps=1e-5)
+        # instance_norm, not group_norm: the same normalisation through the batch-norm kernels,
+        # whose backward on nets·C channels ran several times faster on the CPU (bench/README.md).
+        h = F.instance_norm(h, weight=g.reshape(-1), bias=s.reshape(-1), eps=1e-5)
         h = F.avg_pool2d(F.relu(h), 2)                                    # (n, nets·C, s, s)
     # Flatten each net's (C, s, s) block in `forward`'s order before the per-net linear layer.
     h = h.contiguous().view(n, nets, -1).transpose(0, 1)                  # (nets, n, C·s·s)

@@ -106,16 +106,24 @@ def adam_update(params: Params, grads: Params, state: AdamState, lr: float) -> t
     return new, AdamState(m, v, t)
 
 
+def inner_step(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor, draw: StepDraw,
+               geom: PosterGeometry, lr: float) -> tuple[Params, AdamState]:
+    """One inner Adam step on the patch batch of `draw`. Under no_grad it builds no graph (the
+    gradient itself still runs with grad enabled); otherwise it stays differentiable with respect
+    to the weights, the Adam state, the pool and the labels."""
+    x, y = synthetic_batch(pool, labels, draw, geom)
+    with torch.enable_grad():
+        grads = inner_grad(params, x, y)
+    return adam_update(params, grads, state, lr)
+
+
 def warm_up(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor,
             draws: list[StepDraw], geom: PosterGeometry, lr: float) -> tuple[Params, AdamState]:
     """Weights and Adam state after c plain training steps that send no gradient to the poster."""
     pool, labels = pool.detach(), labels.detach()
     with torch.no_grad():
         for draw in draws:
-            x, y = synthetic_batch(pool, labels, draw, geom)
-            with torch.enable_grad():
-                grads = inner_grad(params, x, y)
-            params, state = adam_update(params, grads, state, lr)
+            params, state = inner_step(params, state, pool, labels, draw, geom, lr)
     return params, state
 
 
@@ -123,9 +131,7 @@ def unroll(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.T
            draws: list[StepDraw], geom: PosterGeometry, lr: float) -> tuple[Params, AdamState]:
     """Weights after ω differentiable steps, carrying the graph back to `pool` and `labels`."""
     for draw in draws:
-        x, y = synthetic_batch(pool, labels, draw, geom)
-        grads = inner_grad(params, x, y)
-        params, state = adam_update(params, grads, state, lr)
+        params, state = inner_step(params, state, pool, labels, draw, geom, lr)
     return params, state
 
 
@@ -184,10 +190,7 @@ def unroll_saved(params: Params, state: AdamState, pool: torch.Tensor, labels: t
     with torch.no_grad():
         for draw in draws:
             saved.append((params, state))
-            x, y = synthetic_batch(pool, labels, draw, geom)
-            with torch.enable_grad():
-                grads = inner_grad(params, x, y)
-            params, state = adam_update(params, grads, state, lr)
+            params, state = inner_step(params, state, pool, labels, draw, geom, lr)
     return params, saved
 
 
@@ -211,8 +214,7 @@ def window_backward(saved: list[tuple[Params, AdamState]], pool: torch.Tensor, l
         inputs = [t.detach().requires_grad_(not first) for t in params + state.m + state.v]
         k = len(params)
         p, m, v = inputs[:k], inputs[k:2 * k], inputs[2 * k:]
-        x, y = synthetic_batch(pool_leaf, labels_leaf, draws[i], geom)
-        new, new_state = adam_update(p, inner_grad(p, x, y), AdamState(m, v, state.t), lr)
+        new, new_state = inner_step(p, AdamState(m, v, state.t), pool_leaf, labels_leaf, draws[i], geom, lr)
         pairs = [(o, g) for o, g in zip(new + new_state.m + new_state.v, grads) if g is not None]
         torch.autograd.backward([o for o, _ in pairs], grad_tensors=[g for _, g in pairs])
         grads = [t.grad for t in inputs]

@@ -3,6 +3,8 @@ import os
 import pytest
 import structlog
 
+from ppodd.progress import configure_logging
+
 # A run small enough to go through every stage of the real pipeline in a few seconds.
 TINY = [
     "data.synthetic.image_size=8", "data.synthetic.train_per_class=20", "data.synthetic.test_per_class=10",
@@ -20,6 +22,8 @@ def tiny_overrides(tmp_path):
 
 @pytest.fixture
 def log():
+    # A CLI test before may have pointed structlog at its own, now closed, stderr.
+    configure_logging()
     return structlog.get_logger("test")
 
 
