@@ -311,25 +311,32 @@ def _print_plan(jobs, todo, skipped, out: Path, cluster: str, opts, container=No
 
 
 def _prepare_once(cells) -> int:
-    """Load data, fit the ZCA and resolve the class order once per distinct setting, before any task.
+    """Check every cell's poster and fill the caches (decoded images, ZCA) once per data set,
+    before any task; nothing is whitened here.
 
     Returns the disk space the cells' results and checkpoints need together.
     """
     import json
 
-    from ppodd.config import apply_overrides, build_config
-    from ppodd.prepare import prepare
+    import torch
+
+    from ppodd.config import build_config
+    from ppodd.prepare import fit_zca, load_data, plan_poster
     from ppodd.run import result_bytes
 
-    geometry = {}
+    datasets = {}
     need = 0
     for cell in cells:
-        key = json.dumps([cell.config["data"], cell.config["poster"]], sort_keys=True)
-        cfg = build_config(apply_overrides(cell.config, ["device=cpu"]))
-        if key not in geometry:
-            # A login node often has no GPU; the caches prepare fills do not depend on the device.
-            geometry[key] = prepare(cfg).geom
-        need += result_bytes(cfg, geometry[key])
+        cfg = build_config(cell.config)
+        key = json.dumps(cell.config["data"], sort_keys=True)
+        if key not in datasets:
+            datasets[key] = (cfg, load_data(cfg))
+        # A login node often has no GPU; the checks and caches do not depend on the device.
+        geom, _ = plan_poster(cfg, datasets[key][1], torch.device("cpu"))
+        need += result_bytes(cfg, geom)
+    for cfg, data in datasets.values():
+        if cfg.data.zca:
+            fit_zca(cfg, data)
     return need
 
 

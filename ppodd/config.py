@@ -347,6 +347,9 @@ def _check_relations(cfg: RunConfig) -> None:
     if d.warmup > d.total_window - d.window:
         raise ConfigError(f"distill.warmup: must be <= distill.total_window - distill.window "
                           f"({d.total_window - d.window}), got {d.warmup}")
+    if d.epochs < cfg.num_stages:
+        raise ConfigError(f"distill.epochs: must be >= ppodd.stages ({cfg.num_stages}) so every stage "
+                          f"gets an epoch, got {d.epochs}")
     cps = cfg.eval.checkpoints
     if any(c <= 0 for c in cps) or list(cps) != sorted(set(cps)):
         raise ConfigError(f"eval.checkpoints: must be positive and strictly increasing, got {list(cps)}")

@@ -108,24 +108,37 @@ def check_memory(cfg: RunConfig, geom: PosterGeometry, image_size: int, device: 
                           "set data.zca=false or use smaller images")
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
-    if cfg.distill.epochs < cfg.num_stages:
-        raise ConfigError(f"distill.epochs: must be >= ppodd.stages ({cfg.num_stages}) so every stage "
-                          f"gets an epoch, got {cfg.distill.epochs}")
-    device = select_device(cfg.device)
+def load_data(cfg: RunConfig) -> ImageData:
+    """The config's data set, unwhitened (decoded images are cached by `load_dataset`)."""
     d = cfg.data
     syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
-    data = load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
-    geom = build_geometry(cfg, data.num_classes, data.image_size, d.name)
+    return load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
+
+
+def plan_poster(cfg: RunConfig, data: ImageData, device: torch.device) -> tuple[PosterGeometry, list[list[int]]]:
+    """The poster's geometry and class order on `data`, checked against the config and free memory."""
+    geom = build_geometry(cfg, data.num_classes, data.image_size, cfg.data.name)
     check_memory(cfg, geom, data.image_size, device)
     # An image folder holding CIFAR-10's classes (like the shared JPEG copy) is CIFAR-10 for the
     # purpose of choosing the class order and poster-size rule.
-    kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else d.name
-    order = resolve_class_order(cfg.poster.class_order, kind, geom.rows, geom.cols, data.num_classes)
+    kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else cfg.data.name
+    return geom, resolve_class_order(cfg.poster.class_order, kind, geom.rows, geom.cols, data.num_classes)
+
+
+def fit_zca(cfg: RunConfig, data: ImageData) -> tuple[torch.Tensor, str]:
+    """The ZCA matrix of `data` and its cache key, fitted once and then read from the cache."""
+    matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, cfg.data.zca_reg, cache_dir(cfg))
+    return matrix, key
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
+    device = select_device(cfg.device)
+    data = load_data(cfg)
+    geom, order = plan_poster(cfg, data, device)
     train_x, test_x, key = data.train_x, data.test_x, ""
-    if d.zca:
-        matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, d.zca_reg, cache_dir(cfg))
+    if cfg.data.zca:
+        matrix, key = fit_zca(cfg, data)
         train_x, test_x = apply_zca(train_x, matrix), apply_zca(test_x, matrix)
     labels, shape = None, None
     if cfg.poster.labels == "fixed":

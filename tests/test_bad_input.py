@@ -68,6 +68,7 @@ CASES = [
     ("run", _set("poster.height=200", "poster.width=200"), "poster 200 x 200 has 40000 pixels, over the budget"),
     ("run", _set("poster.patches_x=100", "poster.patches_y=2"), "n_x = 100 patches, but a 76 x 30 poster has 61"),
     ("run", _set("distill.batch_patches=5000"), "distill.batch_patches: must be <= the poster's"),
+    ("run", _set("distill.epochs=2"), "distill.epochs: must be >= ppodd.stages (3) so every stage gets an epoch"),
     ("run", _set("poster.class_order={tmp}/order.json"), "class order file {tmp}/order.json cannot be read"),
     ("run", ["--config", "{tmp}/bomb.yaml"], "YAML aliases are not allowed in configs (line 2)"),
     ("run", ["--config", "{tmp}/not yaml.yaml"], "config file '{tmp}/not yaml.yaml' is not valid YAML (line 1)"),
@@ -86,6 +87,8 @@ CASES = [
     ("submit", ["--ipc", "0,0.5"], "poster.ipc: must be > 0.0, got 0.0"),
     ("submit", ["--grid", "ppodd.bost=0,1"], "ppodd.bost: unknown key; did you mean 'ppodd.boost'?"),
     ("submit", ["--grid", "boost"], "--grid 'boost': expected KEY=V1,V2"),
+    # Every cell's poster is checked, not one per poster setting: the second cell has too many patches.
+    ("submit", ["--grid", "distill.batch_patches=96,5000"], "distill.batch_patches: must be <= the poster's"),
     ("submit", ["--method", "ppod"], "--method 'ppod': allowed ppodd, podd"),
     ("submit", ["--cluster", "slurmm"], "--cluster 'slurmm': allowed auto, slurm, local, debug"),
     ("submit", ["--workers", "0"], "--workers: must be >= 1, got 0"),
