@@ -33,12 +33,15 @@ class Benchmark:
     about: str
     gpu_only: bool = False
     common_args: bool = True       # takes --repeats, --quick and --out
+    needs: str | None = None       # an optional package it imports
 
 
 BENCHMARKS = {
     "reference": Benchmark("bench.reference", (), "ConvNet-128 fwd+bwd at batch 96: the GFLOP/s limit"),
     "outer1": Benchmark("bench.outer_step", ("--setting", "1", "--flops", "--device", "cpu"),
                         "outer step, setting 1 (ω 10, c 10, B 256, ConvNet-128)"),
+    "higher": Benchmark("bench.higher_step", (), "outer step, setting 1, the reference's way (higher)",
+                        needs="higher"),
     "outer1_ckpt": Benchmark("bench.outer_step", ("--setting", "1", "--device", "cpu", "--name", "outer_step_1_ckpt",
                                                   "--set", "distill.checkpoint_window=true"),
                              "outer step, setting 1 with window checkpointing"),
@@ -50,12 +53,13 @@ BENCHMARKS = {
                            "outer step, paper settings on the CPU (memory check)"),
     "eval": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "300"),
                       "evaluation, 8 nets x 300 steps, batched vs one at a time"),
-    "eval128": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "10", "--width", "128"),
+    "eval128": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "10", "--width", "128", "--block", "2"),
                          "evaluation, 8 ConvNet-128 x 10 steps, batched vs one at a time"),
     "eval_gpu": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "2000", "--width", "128",
                                                "--device", "cuda"),
                           "evaluation, 8 ConvNet-128 x 2000 steps on a GPU", gpu_only=True),
     "compile": Benchmark("bench.compile_eval", (), "torch.compile against eager, evaluation gradient"),
+    "precision": Benchmark("bench.precision", (), "setting-1 poster gradient: float32 against float64"),
     "profile": Benchmark("bench.profile_step", ("--device", "cpu"), "torch.profiler of one outer step, setting 1"),
     "data": Benchmark("bench.data_path", (), "patch batch from a 5-poster pool; ZCA fit, cache, apply"),
     "summary": Benchmark("bench.summarize", (), "ppodd summarize over 1,000 result files"),
@@ -68,6 +72,8 @@ def _available(bench: Benchmark) -> str | None:
         return "needs a CUDA device"
     if importlib.util.find_spec(bench.module) is None:
         return f"{bench.module} is not there"
+    if bench.needs and importlib.util.find_spec(bench.needs) is None:
+        return f"needs {bench.needs}: pip install -e '.[bench]'"
     return None
 
 
@@ -96,8 +102,12 @@ def _row(name: str, result: dict) -> str:
     if "convnet_gflops" in result:
         notes.append(f"convnet {result['convnet_gflops']} GFLOP/s, matmul {result['matmul_gflops']} GFLOP/s")
     if "ratio_sequential_over_batched" in result:
-        notes.append(f"sequential {result['sequential']['median_s']:.1f} s, "
+        notes.append(f"batched {result['batched_s']:.1f} s, sequential {result['sequential_s']:.1f} s, "
                      f"ratio {result['ratio_sequential_over_batched']}")
+    if "pairs" in result:
+        notes.append("; ".join(f"{k}: cos {v['cosine']}" for k, v in result["pairs"].items()))
+    if "grad_rel_diff_vs_ppodd" in result:
+        notes.append(f"poster gradient vs ppodd's: {result['grad_rel_diff_vs_ppodd']}")
     if "compile_first_call_s" in result:
         notes.append(f"compiled {result['compiled']['median_s']} s per call after a {result['compile_first_call_s']} s compile")
     if "aten_ops_per_unrolled_step" in result:

@@ -3,12 +3,15 @@
     python -m bench.evaluation [--nets 8] [--steps 300] [--width 32] [--profile]
 
 Batched is what `ppodd.evaluate` runs: the K nets' weights stacked, one `forward_stacked`
-gradient and one Adam update per step. Sequential trains net 1 for S steps, then net 2, and so on,
-with `forward` and the same explicit Adam. Both draw b = 96 patches per net and step from a pool of
-5 CIFAR-10-sized posters (153 × 60) and augment them, as evaluation does. Test-set scoring is not
-timed. The result's ratio is sequential / batched seconds: above 1 means batching pays. With
---profile, one more run of each at 2 steps goes under torch.profiler, and the result lists each
-one's ops by self CPU time, to show where the two differ.
+gradient and one Adam update per step. Sequential trains one net at a time with `forward` and the
+same explicit Adam. Both draw b = 96 patches per net and step from a pool of 5 CIFAR-10-sized
+posters (153 × 60) and augment them, as evaluation does. Test-set scoring is not timed.
+The two take turns in blocks of --block steps (batched first, then sequential first, and so on;
+in a sequential block net 1 takes its steps, then net 2, ...), so that a change in the shared
+machine's speed during the run weighs on both alike. The result's ratio is total sequential over
+total batched seconds (above 1: batching pays), with the spread of the blocks' own ratios. With
+--profile, 2 more steps of each run under torch.profiler, and the result lists each one's ops by
+self CPU time, to show where the two differ.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nets", type=int, default=8)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--block", type=int, default=10, help="steps per block; blocks of the two alternate")
     p.add_argument("--profile", action="store_true", help="also profile 2 steps of each")
     args = p.parse_args(argv)
     device = pick_device(args.device)
@@ -56,45 +60,66 @@ def main(argv: list[str] | None = None) -> None:
     pi = torch.full((POOL,), 1.0 / POOL)
     lr, b, n = 1e-3, 96, geom.num_patches
 
-    def batched() -> None:
+    def batched_runner():
+        """Train the K stacked nets; each call advances them by `count` steps."""
         gen = torch.Generator().manual_seed(0)
         params = init_params(10, args.width, 3, geom.tile, gen, nets=args.nets, device=device)
         state = AdamState.zeros_like(params)
-        with torch.no_grad():
-            for _ in range(steps):
-                draw = draw_step(pi, b, n, True, gen, nets=args.nets)
-                params, state = train_step(params, state, posters, labels, draw, geom, lr)
 
-    def sequential() -> None:
-        gen = torch.Generator().manual_seed(0)
-        for _ in range(args.nets):
-            params = init_params(10, args.width, 3, geom.tile, gen, device=device)
-            state = AdamState.zeros_like(params)
+        def run(count: int) -> None:
+            nonlocal params, state
             with torch.no_grad():
-                for _ in range(steps):
-                    params, state = inner_step(params, state, posters, labels, draw_step(pi, b, n, True, gen),
-                                               geom, lr)
+                for _ in range(count):
+                    draw = draw_step(pi, b, n, True, gen, nets=args.nets)
+                    params, state = train_step(params, state, posters, labels, draw, geom, lr)
+        return run
 
-    # One untimed step each first, so neither pays the one-off kernel and allocator warm-up.
-    saved, steps = steps, 1
-    batched(), sequential()
-    steps = saved
-    times = {name: [] for name in ("batched", "sequential")}
+    def sequential_runner():
+        """Train K single nets one after another; each call advances every net by `count` steps."""
+        gen = torch.Generator().manual_seed(0)
+        nets = [init_params(10, args.width, 3, geom.tile, gen, device=device) for _ in range(args.nets)]
+        states = [AdamState.zeros_like(p) for p in nets]
+
+        def run(count: int) -> None:
+            with torch.no_grad():
+                for k in range(args.nets):
+                    for _ in range(count):
+                        nets[k], states[k] = inner_step(nets[k], states[k], posters, labels,
+                                                        draw_step(pi, b, n, True, gen), geom, lr)
+        return run
+
+    # One untimed step each first, so neither pays the one-off kernel and allocator warm-up. Then
+    # blocks of steps alternate between the two (and which goes first), so a change in the shared
+    # machine's speed during the run weighs on both alike.
+    runners = {"batched": batched_runner(), "sequential": sequential_runner()}
+    for run in runners.values():
+        run(1)
+    block = min(args.block, steps)
+    totals = {name: 0.0 for name in runners}
+    block_ratios = []
     for r in range(repeats):
-        for name, fn in (("batched", batched), ("sequential", sequential)):
-            seconds = timed(fn, device)
-            times[name].append(seconds)
-            print(f"repeat {r} {name}: {seconds:.2f} s", flush=True)
-    batched_s, sequential_s = spread(times["batched"]), spread(times["sequential"])
+        done = 0
+        while done < steps:
+            count = min(block, steps - done)
+            order = list(runners) if (done // block) % 2 == 0 else list(reversed(runners))
+            seconds = {name: timed(lambda: runners[name](count), device) for name in order}
+            for name in runners:
+                totals[name] += seconds[name]
+            block_ratios.append(seconds["sequential"] / seconds["batched"])
+            done += count
+        print(f"repeat {r}: batched {totals['batched']:.2f} s, sequential {totals['sequential']:.2f} s so far",
+              flush=True)
+    ratio = spread(block_ratios)
     payload = {"nets": args.nets, "steps": steps, "width": args.width, "batch_patches": b, "pool": POOL,
-               "quick": args.quick, "repeats": repeats, **batched_s,
-               "sequential": sequential_s,
-               "ratio_sequential_over_batched": round(sequential_s["median_s"] / batched_s["median_s"], 3)}
+               "quick": args.quick, "repeats": repeats, "block_steps": block,
+               "batched_s": round(totals["batched"] / repeats, 3),
+               "sequential_s": round(totals["sequential"] / repeats, 3),
+               "ratio_sequential_over_batched": round(totals["sequential"] / totals["batched"], 3),
+               "block_ratio": {k: ratio[k] for k in ("median_s", "min_s", "max_s")}}
     name = f"evaluation_w{args.width}_k{args.nets}_s{steps}"
     if args.profile:
-        steps = 2
-        for mode, fn in (("batched", batched), ("sequential", sequential)):
-            payload[f"profile_{mode}"] = ops = top_ops(fn)
+        for mode, run in runners.items():
+            payload[f"profile_{mode}"] = ops = top_ops(lambda: run(2))
             print(f"{mode}, 2 steps:", *(f"  {o['op']:32s} {o['self_ms']:8.1f} ms" for o in ops), sep="\n")
     write_result(args.out, name, device, start, payload)
 

@@ -79,7 +79,8 @@ def meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, real_x: to
     All randomness comes from `generator`, drawn in a fixed order, so a step can be replayed.
     """
     device = pool.live.device
-    params = init_params(s.num_classes, s.width, s.depth, geom.tile, generator, device=device)
+    params = init_params(s.num_classes, s.width, s.depth, geom.tile, generator, device=device,
+                         dtype=pool.live.dtype)
     state = AdamState.zeros_like(params)
     n = geom.num_patches
     warm = [draw_step(pi, s.batch_patches, n, s.augment, generator) for _ in range(warmup)]

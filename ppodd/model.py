@@ -24,13 +24,14 @@ def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -
 
 def init_params(num_classes: int, width: int, depth: int, image_size: int,
                 generator: torch.Generator, *, nets: int | None = None,
-                device: torch.device | str = "cpu", in_channels: int = 3) -> Params:
+                device: torch.device | str = "cpu", in_channels: int = 3,
+                dtype: torch.dtype = torch.float32) -> Params:
     """Fresh ConvNet weights with PyTorch's default initialisation (§6).
 
     Kaiming-uniform with a = √5 reduces to U(−1/√fan_in, 1/√fan_in) for weights and biases alike;
     the norm starts at scale 1, shift 0. With `nets`, every tensor gets a leading (nets,) dimension
     of independent draws. Draws come from `generator` (a CPU generator, so a seed gives the same
-    weights on every device).
+    weights on every device), in float32 whatever `dtype` the weights are then cast to.
     """
     lead = () if nets is None else (nets,)
     params: Params = []
@@ -47,7 +48,7 @@ def init_params(num_classes: int, width: int, depth: int, image_size: int,
     bound = 1.0 / math.sqrt(fan_in)
     params.append(_uniform(lead + (num_classes, fan_in), bound, generator))
     params.append(_uniform(lead + (num_classes,), bound, generator))
-    return [p.to(device) for p in params]
+    return [p.to(device, dtype) for p in params]
 
 
 def forward(params: Params, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,17 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_ieee_float32() -> None:
+    """Make float32 convolutions on a GPU full float32, as on the CPU.
+
+    cuDNN's default on Ampere and later GPUs is TF32 (10 mantissa bits), so the same config would
+    give other numbers on an A100 than on the V100 the reference ran on or on the CPU; the
+    meta-gradient through Adam is the kind of computation that amplifies such rounding
+    (bench/README.md, precision). Matrix products are full float32 by PyTorch's default already.
+    """
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+
+
 @dataclass
 class Prepared:
     """Everything a run needs that is derived from the config and the data, checked up front."""
@@ -134,6 +145,7 @@ def fit_zca(cfg: RunConfig, data: ImageData) -> tuple[torch.Tensor, str]:
 def prepare(cfg: RunConfig) -> Prepared:
     """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
     device = select_device(cfg.device)
+    use_ieee_float32()
     data = load_data(cfg)
     geom, order = plan_poster(cfg, data, device)
     train_x, test_x, key = data.train_x, data.test_x, ""

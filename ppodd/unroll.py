@@ -157,7 +157,7 @@ def real_loss_grads(final: Params, real_x: torch.Tensor, real_y: torch.Tensor, a
             x = flip_rotate(x, aug.slice(start, stop).to(x.device))
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = forward(leaves, x)
-        loss = F.cross_entropy(logits.float(), real_y[start:stop]) * ((stop - start) / n)
+        loss = F.cross_entropy(logits.to(x.dtype), real_y[start:stop]) * ((stop - start) / n)
         loss.backward()
         total += loss.detach()
     return total, [p.grad for p in leaves]

@@ -218,3 +218,18 @@ def test_run_cell_complete_result_beside_leftovers_of_a_killed_run_tidies_them(t
     _, again = run(tmp_path, tiny_overrides, log)
     assert again == path and path.stat().st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_prepare_makes_gpu_convolutions_full_float32(tiny_overrides):
+    # cuDNN's default for float32 convolutions is TF32 on Ampere and later GPUs; a run must not
+    # silently compute in 10-bit mantissas there. The flag is process-wide, so restore it.
+    from ppodd.prepare import prepare
+
+    conv = torch.backends.cudnn.conv
+    saved = conv.fp32_precision
+    conv.fp32_precision = "tf32"
+    try:
+        prepare(load_config("configs/demo.yaml", tiny_overrides))
+        assert conv.fp32_precision == "ieee"
+    finally:
+        conv.fp32_precision = saved

@@ -108,6 +108,41 @@ def test_checkpointed_window_gives_the_same_gradient_bitwise(tiny, subbatch):
     assert live_a.abs().sum() > 0 and map_a.abs().sum() > 0
 
 
+@pytest.fixture
+def float64_default():
+    # torch.optim.Adam keeps its step count as a tensor of the default dtype; in float32 its bias
+    # corrections are rounded to float32 where ppodd's are exact, so compare in float64 throughout.
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(saved)
+
+
+@pytest.mark.parametrize("warmup, window", [(0, 2), (2, 3)])
+def test_meta_gradient_equals_the_one_higher_computes(tiny, float64_default, warmup, window):
+    # An independent computation of the same outer step: an nn.Module ConvNet, torch.optim.Adam
+    # for the warm-up and `higher`'s differentiable Adam for the window, as the PoDD reference
+    # does it, with higher's ε moved to where torch.optim.Adam puts it (torch_eps).
+    from bench.higher_step import higher_meta_gradient
+
+    geom, pool, real_x, real_y, s = tiny
+    s = dataclasses.replace(s, window=window)
+    label_map = init_label_map(2, 2, [[0, 1], [2, 3]]).double().requires_grad_()
+    live = pool.live.detach().double().requires_grad_()
+    learned = Pool(live, label_map, None, pool.frozen.double(), pool.frozen_labels.double())
+    pi = torch.tensor([0.3, 0.7])
+    results = []
+    for fn, kwargs in ((meta_gradient, {}), (higher_meta_gradient, {"torch_eps": True})):
+        loss = fn(learned, pi, geom, real_x.double(), real_y, warmup, s, gen(7), **kwargs)
+        results.append((loss, live.grad, label_map.grad))
+        live.grad = label_map.grad = None
+    (loss_a, live_a, map_a), (loss_b, live_b, map_b) = results
+    assert live_a.abs().sum() > 0 and map_a.abs().sum() > 0
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=0)
+    torch.testing.assert_close(live_a, live_b, rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(map_a, map_b, rtol=1e-7, atol=1e-12)
+
+
 def test_bf16_real_batch_gradient_is_close_to_float32(tiny):
     geom, pool, real_x, real_y, s = tiny
     pi = torch.tensor([0.5, 0.5])

@@ -1,0 +1,125 @@
+"""The reference's way of taking a setting-1 outer step, with `higher`, beside ppodd's own.
+
+    pip install -e '.[bench]'        # higher 0.2.1, the version the PoDD reference runs on
+    python -m bench.higher_step [--repeats 5]
+
+The PoDD reference code is not part of this repository; this is the same outer step (§8.3)
+written the way it does it, for a side-by-side figure on the same machine: an `nn.Module`
+ConvNet (the layers of `ppodd.model.forward`), c warm-up steps with `torch.optim.Adam` and
+ordinary autograd, then ω steps inside `higher.innerloop_ctx`, whose differentiable Adam carries
+on from the warm-up moments, and the real-batch loss backpropagated through the whole unrolled
+graph to the poster. Data, patch draws, augmentation and sizes are those of
+`bench.outer_step --setting 1` (ω 10, c 10, b 96, B 256, ConvNet-128 on 32 × 32), so the two
+benchmarks differ only in how the inner loop and its meta-gradient are computed.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from importlib.metadata import version
+
+import higher
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.common import machine, parser, pick_device, spread, timed, write_result
+from bench.outer_step import outer_step
+from ppodd.augment import draw_flip_rotate, flip_rotate
+from ppodd.distill import Pool, StepSettings, meta_gradient
+from ppodd.model import init_params
+from ppodd.poster import PosterGeometry
+from ppodd.seeding import generator
+from ppodd.run import _settings
+from ppodd.unroll import ADAM_EPS, BETAS, draw_step, soft_cross_entropy, synthetic_batch
+
+
+def convnet(width: int, depth: int, num_classes: int, image_size: int) -> nn.Sequential:
+    """ConvNet-3 as a module: conv → instance norm (GroupNorm, a group per channel) → ReLU → pool.
+
+    Its parameters come in the order of `ppodd.model`'s weight list."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for _ in range(depth):
+        layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.GroupNorm(width, width), nn.ReLU(), nn.AvgPool2d(2)]
+        c_in = width
+    side = image_size // 2 ** depth
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * side * side, num_classes))
+
+
+def higher_meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, real_x: torch.Tensor,
+                         real_y: torch.Tensor, warmup: int, s: StepSettings,
+                         gen: torch.Generator, torch_eps: bool = False) -> torch.Tensor:
+    """`ppodd.distill.meta_gradient` computed the reference's way, through `higher`.
+
+    Same arguments, the same random draws in the same order (initial weights, warm-up and window
+    patches, real-batch augmentation) and the same result: the real-batch loss, with its gradient
+    left in the live poster's `.grad`. The whole batch goes through at once (no sub-batches).
+    The one difference is the window's Adam ε: higher's differentiable Adam adds ε to √v before
+    dividing by √(1 − β₂ᵗ), torch.optim.Adam (the reference's warm-up, and ppodd) after. With
+    `torch_eps` each window step hands higher ε·√(1 − β₂ᵗ), which makes its update torch's.
+    """
+    posters, labels = pool.stacked(geom, s.label_eps)
+    net = convnet(s.width, s.depth, s.num_classes, geom.tile).to(device=posters.device, dtype=posters.dtype)
+    with torch.no_grad():
+        for p, w in zip(net.parameters(), init_params(s.num_classes, s.width, s.depth, geom.tile, gen)):
+            p.copy_(w)
+    warm = [draw_step(pi, s.batch_patches, geom.num_patches, s.augment, gen) for _ in range(warmup)]
+    window = [draw_step(pi, s.batch_patches, geom.num_patches, s.augment, gen) for _ in range(s.window)]
+    real_aug = draw_flip_rotate(1, real_x.shape[0], gen) if s.augment else None
+    opt = torch.optim.Adam(net.parameters(), lr=s.inner_lr, eps=ADAM_EPS)
+    for draw in warm:
+        x, y = synthetic_batch(posters.detach(), labels.detach(), draw, geom)
+        opt.zero_grad()
+        soft_cross_entropy(net(x), y).backward()
+        opt.step()
+    with higher.innerloop_ctx(net, opt, copy_initial_weights=True) as (fnet, diffopt):
+        for t, draw in enumerate(window, start=warmup + 1):
+            if torch_eps:
+                diffopt.param_groups[0]["eps"] = ADAM_EPS * (1 - BETAS[1] ** t) ** 0.5
+            x, y = synthetic_batch(posters, labels, draw, geom)
+            diffopt.step(soft_cross_entropy(fnet(x), y))
+        x = flip_rotate(real_x, real_aug) if real_aug is not None else real_x
+        loss = F.cross_entropy(fnet(x), real_y)
+        loss.backward()
+    return loss.detach()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time `repeats` higher-based outer steps at setting 1, check that their poster gradient is
+    ppodd's, and write the result JSON."""
+    p = parser(__doc__)
+    args = p.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats or 5
+    start = machine(pick_device(args.device))
+    cfg, prep, pool, _ = outer_step("1", args.device, [], args.quick)
+    settings, _ = _settings(cfg, prep.data.num_classes)
+    real_x, real_y = prep.train_x[:cfg.distill.real_batch], prep.train_y[:cfg.distill.real_batch]
+    pi = torch.tensor([1.0])
+
+    def step(i: int, fn=higher_meta_gradient) -> torch.Tensor:
+        fn(pool, pi, prep.geom, real_x, real_y, cfg.distill.warmup, settings, generator(cfg.seed, "bench", i))
+        grad, pool.live.grad = pool.live.grad, None
+        return grad
+
+    times = []
+    for i in range(repeats + (repeats > 1)):
+        seconds = timed(lambda: step(i), prep.device)
+        counted = i > 0 or repeats == 1
+        print(f"step {i}: {seconds:.2f} s{'' if counted else ' (warm-up, not counted)'}", flush=True)
+        if counted:
+            times.append(seconds)
+    # Agreement with ppodd's own step on the same draws, in float32, as the reference runs it
+    # and with the window's ε placed as torch places it (tests/test_unroll.py: float64).
+    ours = step(0, meta_gradient)
+    rel = {name: ((ours - step(0, partial(higher_meta_gradient, torch_eps=torch_eps))).norm() / ours.norm()).item()
+           for name, torch_eps in (("higher_eps", False), ("torch_eps", True))}
+    print(f"poster gradient against ppodd's, relative difference: {rel}", flush=True)
+    payload = {"setting": "1", "implementation": f"higher {version('higher')}", "quick": args.quick,
+               "repeats": repeats, **spread(times), "grad_rel_diff_vs_ppodd": rel}
+    write_result(args.out, "higher_step_1", prep.device, start, payload)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
