@@ -40,7 +40,7 @@ BENCHMARKS = {
     "reference": Benchmark("bench.reference", (), "ConvNet-128 fwd+bwd at batch 96: the GFLOP/s limit"),
     "outer1": Benchmark("bench.outer_step", ("--setting", "1", "--flops", "--device", "cpu"),
                         "outer step, setting 1 (ω 10, c 10, B 256, ConvNet-128)"),
-    "higher": Benchmark("bench.higher_step", (), "outer step, setting 1, the reference's way (higher)",
+    "higher": Benchmark("bench.higher_step", (), "setting 1 side by side: ppodd (plain, checkpointed) and higher, in turns",
                         needs="higher"),
     "outer1_ckpt": Benchmark("bench.outer_step", ("--setting", "1", "--device", "cpu", "--name", "outer_step_1_ckpt",
                                                   "--set", "distill.checkpoint_window=true"),
@@ -106,8 +106,8 @@ def _row(name: str, result: dict) -> str:
                      f"ratio {result['ratio_sequential_over_batched']}")
     if "pairs" in result:
         notes.append("; ".join(f"{k}: cos {v['cosine']}" for k, v in result["pairs"].items()))
-    if "grad_rel_diff_vs_ppodd" in result:
-        notes.append(f"poster gradient vs ppodd's: {result['grad_rel_diff_vs_ppodd']}")
+    if "variants" in result:
+        notes.append("; ".join(f"{k} {v['median_s']:.1f} s, {v['peak_gib']:.2f} GiB" for k, v in result["variants"].items()))
     if "compile_first_call_s" in result:
         notes.append(f"compiled {result['compiled']['median_s']} s per call after a {result['compile_first_call_s']} s compile")
     if "aten_ops_per_unrolled_step" in result:

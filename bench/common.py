@@ -71,6 +71,28 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def reset_rss_peak() -> bool:
+    """Set the process's RSS high-water mark back to its current RSS, so that `rss_peak_gib`
+    gives the peak of what runs next (Linux: /proc/self/clear_refs); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_peak_gib() -> float:
+    """The process's RSS high-water mark (VmHWM) in GiB: since the last `reset_rss_peak`, or the
+    process's maximum RSS where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def peak_memory(device: torch.device) -> dict:
     """Peak memory so far: the process's maximum RSS on the CPU, max_memory_allocated on a GPU."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20      # KiB on Linux

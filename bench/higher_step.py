@@ -9,12 +9,17 @@ ConvNet (the layers of `ppodd.model.forward`), c warm-up steps with `torch.optim
 ordinary autograd, then ω steps inside `higher.innerloop_ctx`, whose differentiable Adam carries
 on from the warm-up moments, and the real-batch loss backpropagated through the whole unrolled
 graph to the poster. Data, patch draws, augmentation and sizes are those of
-`bench.outer_step --setting 1` (ω 10, c 10, b 96, B 256, ConvNet-128 on 32 × 32), so the two
-benchmarks differ only in how the inner loop and its meta-gradient are computed.
+`bench.outer_step --setting 1` (ω 10, c 10, b 96, B 256, ConvNet-128 on 32 × 32), so the
+implementations differ only in how the inner loop and its meta-gradient are computed.
+
+The benchmark times ppodd's step (plain window and `checkpoint_window`) and this one in turns, in
+one process, and reports each one's median seconds and peak memory: the RSS high-water mark of its
+own steps on the CPU (reset before each step), `max_memory_allocated` on a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from functools import partial
 from importlib.metadata import version
@@ -24,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.common import machine, parser, pick_device, spread, timed, write_result
+from bench.common import (machine, parser, pick_device, reset_peak, reset_rss_peak, rss_peak_gib, spread, timed,
+                          write_result)
 from bench.outer_step import outer_step
 from ppodd.augment import draw_flip_rotate, flip_rotate
 from ppodd.distill import Pool, StepSettings, meta_gradient
@@ -50,7 +56,7 @@ def convnet(width: int, depth: int, num_classes: int, image_size: int) -> nn.Seq
 
 def higher_meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, real_x: torch.Tensor,
                          real_y: torch.Tensor, warmup: int, s: StepSettings,
-                         gen: torch.Generator, torch_eps: bool = False) -> torch.Tensor:
+                         generator: torch.Generator, torch_eps: bool = False) -> torch.Tensor:
     """`ppodd.distill.meta_gradient` computed the reference's way, through `higher`.
 
     Same arguments, the same random draws in the same order (initial weights, warm-up and window
@@ -63,11 +69,11 @@ def higher_meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, rea
     posters, labels = pool.stacked(geom, s.label_eps)
     net = convnet(s.width, s.depth, s.num_classes, geom.tile).to(device=posters.device, dtype=posters.dtype)
     with torch.no_grad():
-        for p, w in zip(net.parameters(), init_params(s.num_classes, s.width, s.depth, geom.tile, gen)):
+        for p, w in zip(net.parameters(), init_params(s.num_classes, s.width, s.depth, geom.tile, generator)):
             p.copy_(w)
-    warm = [draw_step(pi, s.batch_patches, geom.num_patches, s.augment, gen) for _ in range(warmup)]
-    window = [draw_step(pi, s.batch_patches, geom.num_patches, s.augment, gen) for _ in range(s.window)]
-    real_aug = draw_flip_rotate(1, real_x.shape[0], gen) if s.augment else None
+    warm = [draw_step(pi, s.batch_patches, geom.num_patches, s.augment, generator) for _ in range(warmup)]
+    window = [draw_step(pi, s.batch_patches, geom.num_patches, s.augment, generator) for _ in range(s.window)]
+    real_aug = draw_flip_rotate(1, real_x.shape[0], generator) if s.augment else None
     opt = torch.optim.Adam(net.parameters(), lr=s.inner_lr, eps=ADAM_EPS)
     for draw in warm:
         x, y = synthetic_batch(posters.detach(), labels.detach(), draw, geom)
@@ -87,39 +93,56 @@ def higher_meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, rea
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Time `repeats` higher-based outer steps at setting 1, check that their poster gradient is
-    ppodd's, and write the result JSON."""
+    """Time ppodd's step (plain and checkpointed window) and higher's, taking turns, with the peak
+    RSS of each; check that their poster gradients agree; write the result JSON."""
     p = parser(__doc__)
     args = p.parse_args(argv)
     repeats = 1 if args.quick else args.repeats or 5
-    start = machine(pick_device(args.device))
+    device = pick_device(args.device)
+    start = machine(device)
     cfg, prep, pool, _ = outer_step("1", args.device, [], args.quick)
-    settings, _ = _settings(cfg, prep.data.num_classes)
+    plain, _ = _settings(cfg, prep.data.num_classes)
     real_x, real_y = prep.train_x[:cfg.distill.real_batch], prep.train_y[:cfg.distill.real_batch]
     pi = torch.tensor([1.0])
+    variants = {"ppodd": partial(meta_gradient, s=plain),
+                "ppodd_checkpointed": partial(meta_gradient, s=dataclasses.replace(plain, checkpoint_window=True)),
+                "higher": partial(higher_meta_gradient, s=plain)}
 
-    def step(i: int, fn=higher_meta_gradient) -> torch.Tensor:
-        fn(pool, pi, prep.geom, real_x, real_y, cfg.distill.warmup, settings, generator(cfg.seed, "bench", i))
+    def step(i: int, fn) -> torch.Tensor:
+        fn(pool, pi, prep.geom, real_x, real_y, cfg.distill.warmup,
+           generator=generator(cfg.seed, "bench", i))
         grad, pool.live.grad = pool.live.grad, None
         return grad
 
-    times = []
-    for i in range(repeats + (repeats > 1)):
-        seconds = timed(lambda: step(i), prep.device)
-        counted = i > 0 or repeats == 1
-        print(f"step {i}: {seconds:.2f} s{'' if counted else ' (warm-up, not counted)'}", flush=True)
-        if counted:
-            times.append(seconds)
-    # Agreement with ppodd's own step on the same draws, in float32, as the reference runs it
-    # and with the window's ε placed as torch places it (tests/test_unroll.py: float64).
-    ours = step(0, meta_gradient)
-    rel = {name: ((ours - step(0, partial(higher_meta_gradient, torch_eps=torch_eps))).norm() / ours.norm()).item()
-           for name, torch_eps in (("higher_eps", False), ("torch_eps", True))}
-    print(f"poster gradient against ppodd's, relative difference: {rel}", flush=True)
-    payload = {"setting": "1", "implementation": f"higher {version('higher')}", "quick": args.quick,
-               "repeats": repeats, **spread(times), "grad_rel_diff_vs_ppodd": rel}
-    write_result(args.out, "higher_step_1", prep.device, start, payload)
-
+    # The variants take turns, in a rotating order, so that a change in the shared machine's speed
+    # weighs on all alike; each step's peak RSS is its own (the high-water mark is reset before it).
+    times = {name: [] for name in variants}
+    peaks = {name: 0.0 for name in variants}
+    names = list(variants)
+    for i in range(repeats + 1):
+        for name in names[i % 3:] + names[:i % 3]:
+            reset_peak(device)
+            reset_rss_peak()
+            seconds = timed(lambda: step(i, variants[name]), device)
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else rss_peak_gib()
+            print(f"step {i} {name}: {seconds:.2f} s, peak {peak:.2f} GiB"
+                  f"{' (warm-up, not counted)' if i == 0 else ''}", flush=True)
+            if i > 0:
+                times[name].append(seconds)
+                peaks[name] = max(peaks[name], peak)
+    # Agreement with ppodd's gradient on the same draws, in float32: higher as the reference runs
+    # it, and with the window's ε placed as torch places it (tests/test_unroll.py: float64).
+    ours = step(0, variants["ppodd"])
+    agreement = {name: ((ours - step(0, partial(higher_meta_gradient, s=plain, torch_eps=eps))).norm()
+                        / ours.norm()).item() for name, eps in (("higher_eps", False), ("torch_eps", True))}
+    print(f"poster gradient against ppodd's, relative difference: {agreement}", flush=True)
+    results = {name: {**spread(times[name]), "peak_gib": round(peaks[name], 3)} for name in variants}
+    payload = {"setting": "1", "higher": version("higher"), "quick": args.quick, "repeats": repeats,
+               "peak_kind": "cuda max_memory_allocated" if device.type == "cuda" else "RSS high-water mark per step",
+               "variants": results,
+               "higher_over_ppodd_time": round(results["higher"]["median_s"] / results["ppodd"]["median_s"], 3),
+               "grad_rel_diff_vs_ppodd": agreement}
+    write_result(args.out, "side_by_side_1", device, start, payload)
 
 if __name__ == "__main__":
     main(sys.argv[1:])
