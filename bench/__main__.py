@@ -53,6 +53,8 @@ BENCHMARKS = {
                            "outer step, paper settings on the CPU (memory check)"),
     "eval": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "300"),
                       "evaluation, 8 nets x 300 steps, batched vs one at a time"),
+    "eval_plain_malloc": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "100", "--plain-malloc"),
+                                   "evaluation, 8 nets x 100 steps, with glibc's default allocation"),
     "eval128": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "10", "--width", "128", "--block", "2"),
                          "evaluation, 8 ConvNet-128 x 10 steps, batched vs one at a time"),
     "eval_gpu": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "2000", "--width", "128",

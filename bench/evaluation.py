@@ -16,6 +16,7 @@ self CPU time, to show where the two differ.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -25,6 +26,7 @@ from bench.common import machine, parser, pick_device, spread, timed, write_resu
 from ppodd.class_order import identity_order
 from ppodd.evaluate import train_step
 from ppodd.labels import fixed_labels
+from ppodd.malloc import reuse_freed_memory
 from ppodd.model import init_params
 from ppodd.poster import init_poster, make_geometry
 from ppodd.unroll import AdamState, draw_step, inner_step
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--block", type=int, default=10, help="steps per block; blocks of the two alternate")
+    p.add_argument("--plain-malloc", action="store_true",
+                   help="glibc's default allocation, not ppodd.malloc.reuse_freed_memory as evaluation runs")
     p.add_argument("--profile", action="store_true", help="also profile 2 steps of each")
     args = p.parse_args(argv)
     device = pick_device(args.device)
@@ -88,13 +92,30 @@ def main(argv: list[str] | None = None) -> None:
                                                         draw_step(pi, b, n, True, gen), geom, lr)
         return run
 
-    # One untimed step each first, so neither pays the one-off kernel and allocator warm-up. Then
-    # blocks of steps alternate between the two (and which goes first), so a change in the shared
-    # machine's speed during the run weighs on both alike.
     runners = {"batched": batched_runner(), "sequential": sequential_runner()}
+    allocator = contextlib.nullcontext(False) if args.plain_malloc else reuse_freed_memory()
+    with allocator as reused:
+        payload = compare(runners, steps, repeats, args.block, device)
+        if args.profile:
+            for mode, run in runners.items():
+                payload[f"profile_{mode}"] = ops = top_ops(lambda: run(2))
+                print(f"{mode}, 2 steps:", *(f"  {o['op']:32s} {o['self_ms']:8.1f} ms" for o in ops), sep="\n")
+    payload.update(nets=args.nets, width=args.width, batch_patches=b, pool=POOL, quick=args.quick,
+                   malloc="reuse_freed_memory" if reused else "glibc default")
+    name = f"evaluation_w{args.width}_k{args.nets}_s{steps}{'_plain_malloc' if args.plain_malloc else ''}"
+    write_result(args.out, name, device, start, payload)
+
+
+def compare(runners: dict, steps: int, repeats: int, block: int, device: torch.device) -> dict:
+    """Seconds of the batched and sequential runners over `steps` steps, and their ratio.
+
+    One untimed step each first, so neither pays the one-off kernel and allocator warm-up. Then
+    blocks of steps alternate between the two (and which goes first), so that a change in the
+    shared machine's speed during the run weighs on both alike.
+    """
     for run in runners.values():
         run(1)
-    block = min(args.block, steps)
+    block = min(block, steps)
     totals = {name: 0.0 for name in runners}
     block_ratios = []
     for r in range(repeats):
@@ -110,18 +131,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"repeat {r}: batched {totals['batched']:.2f} s, sequential {totals['sequential']:.2f} s so far",
               flush=True)
     ratio = spread(block_ratios)
-    payload = {"nets": args.nets, "steps": steps, "width": args.width, "batch_patches": b, "pool": POOL,
-               "quick": args.quick, "repeats": repeats, "block_steps": block,
-               "batched_s": round(totals["batched"] / repeats, 3),
-               "sequential_s": round(totals["sequential"] / repeats, 3),
-               "ratio_sequential_over_batched": round(totals["sequential"] / totals["batched"], 3),
-               "block_ratio": {k: ratio[k] for k in ("median_s", "min_s", "max_s")}}
-    name = f"evaluation_w{args.width}_k{args.nets}_s{steps}"
-    if args.profile:
-        for mode, run in runners.items():
-            payload[f"profile_{mode}"] = ops = top_ops(lambda: run(2))
-            print(f"{mode}, 2 steps:", *(f"  {o['op']:32s} {o['self_ms']:8.1f} ms" for o in ops), sep="\n")
-    write_result(args.out, name, device, start, payload)
+    return {"steps": steps, "repeats": repeats, "block_steps": block,
+            "batched_s": round(totals["batched"] / repeats, 3),
+            "sequential_s": round(totals["sequential"] / repeats, 3),
+            "ratio_sequential_over_batched": round(totals["sequential"] / totals["batched"], 3),
+            "block_ratio": {"median": ratio["median_s"], "min": ratio["min_s"], "max": ratio["max_s"]}}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ppodd.malloc import reuse_freed_memory
 from ppodd.model import Params, forward_stacked, init_params
 from ppodd.poster import PosterGeometry
 from ppodd.unroll import AdamState, adam_update, draw_step, soft_cross_entropy, synthetic_batch
@@ -81,7 +82,7 @@ def evaluate_pool(posters: torch.Tensor, labels: torch.Tensor, pi: torch.Tensor,
     state = AdamState.zeros_like(params)
     scores = []
     step = 0
-    with torch.no_grad():
+    with torch.no_grad(), reuse_freed_memory():
         for checkpoint in s.checkpoints:
             while step < checkpoint:
                 draw = draw_step(pi, s.batch_patches, geom.num_patches, s.augment, generator, nets=s.nets)
