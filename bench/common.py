@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ppodd.malloc import hand_back_freed_memory
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -73,7 +75,12 @@ def reset_peak(device: torch.device) -> None:
 
 def reset_rss_peak() -> bool:
     """Set the process's RSS high-water mark back to its current RSS, so that `rss_peak_gib`
-    gives the peak of what runs next (Linux: /proc/self/clear_refs); False where it cannot."""
+    gives the peak of what runs next (Linux: /proc/self/clear_refs); False where it cannot.
+
+    Memory that malloc keeps from earlier work is handed back first, so that the peak starts from
+    what is in use, as in a fresh process.
+    """
+    hand_back_freed_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True

@@ -49,4 +49,12 @@ def reuse_freed_memory() -> Iterator[bool]:
     finally:
         libc.mallopt(M_MMAP_THRESHOLD, _DEFAULT_MMAP)
         libc.mallopt(M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+        hand_back_freed_memory()
+
+
+def hand_back_freed_memory() -> None:
+    """Return the memory malloc holds free to the kernel (malloc_trim), so that the RSS is what
+    is in use; nothing where the C library is not glibc."""
+    libc = _glibc()
+    if libc is not None:
         libc.malloc_trim(0)
