@@ -36,8 +36,8 @@ from ppodd.augment import draw_flip_rotate, flip_rotate
 from ppodd.distill import Pool, StepSettings, meta_gradient
 from ppodd.model import init_params
 from ppodd.poster import PosterGeometry
-from ppodd.seeding import generator
 from ppodd.run import _settings
+from ppodd.seeding import generator
 from ppodd.unroll import ADAM_EPS, BETAS, draw_step, soft_cross_entropy, synthetic_batch
 
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     peaks = {name: 0.0 for name in variants}
     names = list(variants)
     for i in range(repeats + 1):
-        for name in names[i % 3:] + names[:i % 3]:
+        for name in names[i % len(names):] + names[:i % len(names)]:
             reset_peak(device)
             reset_rss_peak()
             seconds = timed(lambda: step(i, variants[name]), device)
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                "higher_over_ppodd_time": round(results["higher"]["median_s"] / results["ppodd"]["median_s"], 3),
                "grad_rel_diff_vs_ppodd": agreement}
     write_result(args.out, "side_by_side_1", device, start, payload)
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -4,8 +4,8 @@ every step.
 glibc's malloc serves each block above its mmap threshold (at most 32 MB) with a fresh mmap and
 gives it back to the kernel on free, so the next step's block of the same size faults in and
 zeroes every page again. The batched evaluation's activations (8 nets × 96 patches × 32 channels
-× 32 × 32 floats = 100 MB for ConvNet-32) are all above it; in `python -m bench eval` this was a
-quarter of the batched step. Inside `reuse_freed_memory` large blocks come from the heap and stay
+× 32 × 32 floats = 100 MB for ConvNet-32) are all above it; it cost the batched step 23 % of its
+time (bench/README.md). Inside `reuse_freed_memory` large blocks come from the heap and stay
 there when freed. GPU memory is not concerned (PyTorch caches it already).
 """
 
