@@ -12,7 +12,7 @@ there when freed. GPU memory is not concerned (PyTorch caches it already).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,13 +24,11 @@ _DEFAULT_MMAP = 32 << 20
 _DEFAULT_TRIM = 64 << 20
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    # The C library the process already has loaded (dlopen of NULL); looked up once.
+    libc = ctypes.CDLL(None)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 @contextmanager
