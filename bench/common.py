@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ppodd.malloc import hand_back_freed_memory
+from ppodd.cell.malloc import hand_back_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -14,8 +14,8 @@ import sys
 import torch
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
-from ppodd.evaluate import _summed_loss
-from ppodd.model import init_params
+from ppodd.method.evaluate import _summed_loss
+from ppodd.method.model import init_params
 
 
 def main(argv: list[str] | None = None) -> None:

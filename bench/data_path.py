@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
-from ppodd.class_order import identity_order
-from ppodd.labels import fixed_labels
-from ppodd.poster import init_poster, make_geometry
-from ppodd.unroll import draw_step, synthetic_batch
-from ppodd.zca import apply_zca, load_or_fit_zca
+from ppodd.method.class_order import identity_order
+from ppodd.method.labels import fixed_labels
+from ppodd.method.poster import init_poster, make_geometry
+from ppodd.method.unroll import draw_step, synthetic_batch
+from ppodd.datasets.zca import apply_zca, load_or_fit_zca
 
 POOL = 5
 

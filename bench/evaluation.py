@@ -2,7 +2,7 @@
 
     python -m bench.evaluation [--nets 8] [--steps 300] [--width 32] [--profile]
 
-Batched is what `ppodd.evaluate` runs: the K nets' weights stacked, one `forward_stacked`
+Batched is what `ppodd.method.evaluate` runs: the K nets' weights stacked, one `forward_stacked`
 gradient and one Adam update per step. Sequential trains one net at a time with `forward` and the
 same explicit Adam. Both draw b = 96 patches per net and step from a pool of 5 CIFAR-10-sized
 posters (153 × 60) and augment them, as evaluation does. Test-set scoring is not timed.
@@ -23,13 +23,13 @@ import torch
 from torch.profiler import profile
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
-from ppodd.class_order import identity_order
-from ppodd.evaluate import train_step
-from ppodd.labels import fixed_labels
-from ppodd.malloc import reuse_freed_memory
-from ppodd.model import init_params
-from ppodd.poster import init_poster, make_geometry
-from ppodd.unroll import AdamState, draw_step, inner_step
+from ppodd.method.class_order import identity_order
+from ppodd.method.evaluate import train_step
+from ppodd.method.labels import fixed_labels
+from ppodd.cell.malloc import reuse_freed_memory
+from ppodd.method.model import init_params
+from ppodd.method.poster import init_poster, make_geometry
+from ppodd.method.unroll import AdamState, draw_step, inner_step
 
 POOL = 5
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--block", type=int, default=10, help="steps per block; blocks of the two alternate")
     p.add_argument("--plain-malloc", action="store_true",
-                   help="glibc's default allocation, not ppodd.malloc.reuse_freed_memory as evaluation runs")
+                   help="glibc's default allocation, not ppodd.cell.malloc.reuse_freed_memory as evaluation runs")
     p.add_argument("--profile", action="store_true", help="also profile 2 steps of each")
     args = p.parse_args(argv)
     device = pick_device(args.device)

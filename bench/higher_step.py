@@ -5,7 +5,7 @@
 
 The PoDD reference code is not part of this repository; this is the same outer step (§8.3)
 written the way it does it, for a side-by-side figure on the same machine: an `nn.Module`
-ConvNet (the layers of `ppodd.model.forward`), c warm-up steps with `torch.optim.Adam` and
+ConvNet (the layers of `ppodd.method.model.forward`), c warm-up steps with `torch.optim.Adam` and
 ordinary autograd, then ω steps inside `higher.innerloop_ctx`, whose differentiable Adam carries
 on from the warm-up moments, and the real-batch loss backpropagated through the whole unrolled
 graph to the poster. Data, patch draws, augmentation and sizes are those of
@@ -32,19 +32,19 @@ from torch import nn
 from bench.common import (machine, parser, pick_device, reset_peak, reset_rss_peak, rss_peak_gib, spread, timed,
                           write_result)
 from bench.outer_step import outer_step
-from ppodd.augment import draw_flip_rotate, flip_rotate
-from ppodd.distill import Pool, StepSettings, meta_gradient
-from ppodd.model import init_params
-from ppodd.poster import PosterGeometry
-from ppodd.run import _settings
-from ppodd.seeding import generator
-from ppodd.unroll import ADAM_EPS, BETAS, draw_step, soft_cross_entropy, synthetic_batch
+from ppodd.method.augment import draw_flip_rotate, flip_rotate
+from ppodd.method.distill import Pool, StepSettings, meta_gradient
+from ppodd.method.model import init_params
+from ppodd.method.poster import PosterGeometry
+from ppodd.cell.run import _settings
+from ppodd.method.seeding import generator
+from ppodd.method.unroll import ADAM_EPS, BETAS, draw_step, soft_cross_entropy, synthetic_batch
 
 
 def convnet(width: int, depth: int, num_classes: int, image_size: int) -> nn.Sequential:
     """ConvNet-3 as a module: conv → instance norm (GroupNorm, a group per channel) → ReLU → pool.
 
-    Its parameters come in the order of `ppodd.model`'s weight list."""
+    Its parameters come in the order of `ppodd.method.model`'s weight list."""
     layers: list[nn.Module] = []
     c_in = 3
     for _ in range(depth):
@@ -57,7 +57,7 @@ def convnet(width: int, depth: int, num_classes: int, image_size: int) -> nn.Seq
 def higher_meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, real_x: torch.Tensor,
                          real_y: torch.Tensor, warmup: int, s: StepSettings,
                          generator: torch.Generator, torch_eps: bool = False) -> torch.Tensor:
-    """`ppodd.distill.meta_gradient` computed the reference's way, through `higher`.
+    """`ppodd.method.distill.meta_gradient` computed the reference's way, through `higher`.
 
     Same arguments, the same random draws in the same order (initial weights, warm-up and window
     patches, real-batch augmentation) and the same result: the real-batch loss, with its gradient

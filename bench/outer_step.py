@@ -21,10 +21,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import machine, parser, pick_device, reset_peak, spread, timed, write_result
 from ppodd.config import load_config, to_dict
-from ppodd.distill import meta_gradient
-from ppodd.prepare import prepare
-from ppodd.run import _pool, _settings, fresh_state
-from ppodd.seeding import generator
+from ppodd.method.distill import meta_gradient
+from ppodd.cell.prepare import prepare
+from ppodd.cell.run import _pool, _settings, fresh_state
+from ppodd.method.seeding import generator
 
 _SYNTHETIC_32 = ["data.name=synthetic", "data.synthetic.image_size=32", "method=podd"]
 SETTINGS = {

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from bench.common import machine, parser, pick_device, write_result
 from bench.outer_step import outer_step
-from ppodd.distill import Pool, meta_gradient
-from ppodd.run import _settings
-from ppodd.seeding import generator
+from ppodd.method.distill import Pool, meta_gradient
+from ppodd.cell.run import _settings
+from ppodd.method.seeding import generator
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,8 +20,8 @@ from torch.profiler import ProfilerActivity, profile
 from bench.common import machine, parser, pick_device, timed, write_result
 from bench.outer_step import outer_step
 from ppodd.config import to_dict
-from ppodd.model import init_params
-from ppodd.unroll import AdamState, draw_step, unroll, warm_up
+from ppodd.method.model import init_params
+from ppodd.method.unroll import AdamState, draw_step, unroll, warm_up
 
 SCALAR_READ = "aten::_local_scalar_dense"
 

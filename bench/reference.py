@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
-from ppodd.model import forward, init_params
+from ppodd.method.model import forward, init_params
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -72,8 +72,8 @@ def run(
     result is complete.
     """
     from ppodd.config import load_config
-    from ppodd.progress import configure_logging
-    from ppodd.run import run_cell
+    from ppodd.cell.progress import configure_logging
+    from ppodd.cell.run import run_cell
 
     configure_logging()
     log = structlog.get_logger("ppodd")
@@ -103,11 +103,11 @@ def evaluate(
     """
     import json
 
-    from ppodd.baselines import KINDS, evaluate_reference
+    from ppodd.cell.baselines import KINDS, evaluate_reference
     from ppodd.config import apply_overrides, build_config, load_config
-    from ppodd.progress import Progress, configure_logging
-    from ppodd.prepare import prepare
-    from ppodd.store import read_run
+    from ppodd.cell.progress import Progress, configure_logging
+    from ppodd.cell.prepare import prepare
+    from ppodd.storage.runfile import read_run
 
     configure_logging()
     log = structlog.get_logger("ppodd")
@@ -189,9 +189,9 @@ def submit(
     cells are skipped, failed and unfinished ones rerun and resume from their checkpoints. The
     array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
     """
-    from ppodd import jobs
-    from ppodd.experiment import load_experiment
-    from ppodd.store import check_writable
+    from ppodd.cluster import jobs
+    from ppodd.cluster.jobfile import load_experiment
+    from ppodd.storage.runfile import check_writable
 
     try:
         if cluster not in jobs.CLUSTERS:
@@ -232,7 +232,7 @@ def submit(
         for task, cell in zip(tasks, todo):
             typer.echo(f"  {task['array_index']:4d}  {task['job_id'] or '-':12}  {cell.path}")
         if chosen == "local":
-            from ppodd.progress import configure_logging
+            from ppodd.cell.progress import configure_logging
 
             configure_logging()
             jobs.run_local(todo, workers, typer.echo)
@@ -256,8 +256,8 @@ def submit(
 
 def _split_done(cells, out: Path, force: bool, cluster: str):
     """(cells to run, cells skipped): complete ones, and on Slurm those still queued from before."""
-    from ppodd import jobs
-    from ppodd.store import NewerFormatError, StoreError, read_summary
+    from ppodd.cluster import jobs
+    from ppodd.storage.runfile import NewerFormatError, StoreError, read_summary
 
     queued: set[str] = set()
     if cluster == "slurm" and (out / jobs.MANIFEST).exists():
@@ -283,7 +283,7 @@ def _split_done(cells, out: Path, force: bool, cluster: str):
 
 def _container(image: Path | None, binds: list[str], out: Path, cluster: str, chosen: str):
     """The validated --container and --bind values (None without --container)."""
-    from ppodd.container import parse_container
+    from ppodd.cluster.container import parse_container
 
     if image is None:
         if binds:
@@ -321,8 +321,8 @@ def _prepare_once(cells) -> int:
     import torch
 
     from ppodd.config import build_config
-    from ppodd.prepare import fit_zca, load_data, plan_poster
-    from ppodd.run import result_bytes
+    from ppodd.cell.prepare import fit_zca, load_data, plan_poster
+    from ppodd.cell.run import result_bytes
 
     datasets = {}
     need = 0
@@ -373,7 +373,7 @@ def status(
     """
     import json
 
-    from ppodd import jobs
+    from ppodd.cluster import jobs
 
     try:
         if format_ not in ("table", "json"):
@@ -410,9 +410,9 @@ def summarize(
     the exit code is 1 (0 with --allow-bad).
     """
     from ppodd.config import parse_override
-    from ppodd.gather import gather
-    from ppodd.summary import summarize as build
-    from ppodd.tables import FORMATS, render
+    from ppodd.report.gather import gather
+    from ppodd.report.summary import summarize as build
+    from ppodd.report.tables import FORMATS, render
 
     try:
         if format_ not in FORMATS:
@@ -432,7 +432,7 @@ def summarize(
         else:
             _write_text(out, text)
         if plots is not None:
-            from ppodd.plots import grid_figures
+            from ppodd.report.plots import grid_figures
 
             for path in grid_figures(summary, plots):
                 typer.echo(f"figure {path}", err=out is None)
@@ -451,7 +451,7 @@ def plot(
                       "else refit from its data")] = None,
 ) -> None:
     """Figures of one run: the poster at every stage, the evolution of π, the accuracy curve."""
-    from ppodd.plots import run_figures
+    from ppodd.report.plots import run_figures
 
     try:
         for path in run_figures(file, out, zca, warn=lambda line: typer.echo(line, err=True)):

@@ -3,7 +3,7 @@ import os
 import pytest
 import structlog
 
-from ppodd.progress import configure_logging
+from ppodd.cell.progress import configure_logging
 
 # A run small enough to go through every stage of the real pipeline in a few seconds.
 TINY = [

@@ -1,18 +1,18 @@
 """`ppodd run` with phase markers on stderr, the process that tests/test_kill.py kills.
 
 `python tests/kill_target.py run ARGS...` runs the real `ppodd` command line unchanged, except
-that a few functions of `ppodd.run` and `ppodd.store` first print one JSON line
+that a few functions of `ppodd.cell.run` and `ppodd.storage.runfile` first print one JSON line
 `{"event": "phase", "phase": NAME}` to stderr, so the test can aim a kill at a phase:
 
-    prepare     data loading, ZCA fit and cache, geometry (ppodd.prepare.prepare); the ZCA fit
+    prepare     data loading, ZCA fit and cache, geometry (ppodd.cell.prepare.prepare); the ZCA fit
                 starts after a pause of $KILL_TARGET_PREPARE_PAUSE seconds (default 0.4), since
                 the tiny data set of the test prepares in a few milliseconds
-    distill     one outer step (ppodd.distill.meta_gradient)
-    checkpoint  a checkpoint write (ppodd.checkpoint.save_checkpoint)
-    stage_end   the stage-end evaluation and π update (ppodd.run._end_stage)
-    evaluate    the final evaluations (ppodd.run._final)
+    distill     one outer step (ppodd.method.distill.meta_gradient)
+    checkpoint  a checkpoint write (ppodd.storage.checkpoint.save_checkpoint)
+    stage_end   the stage-end evaluation and π update (ppodd.cell.run._end_stage)
+    evaluate    the final evaluations (ppodd.cell.run._final)
 
-Every evaluation (ppodd.run.evaluate_pool) starts after $KILL_TARGET_EVAL_PAUSE seconds (default
+Every evaluation (ppodd.cell.run.evaluate_pool) starts after $KILL_TARGET_EVAL_PAUSE seconds (default
 0.1), which widens the stage-end and final-evaluation phases alike.
     write       the result file write; each stage group is written after a pause of
                 $KILL_TARGET_WRITE_PAUSE seconds (default 0.5), so a kill lands in a half-written
@@ -29,9 +29,9 @@ import os
 import sys
 import time
 
-import ppodd.prepare
-import ppodd.run
-import ppodd.store
+import ppodd.cell.prepare
+import ppodd.cell.run
+import ppodd.storage.runfile
 from ppodd.cli import app
 
 
@@ -51,7 +51,7 @@ def _marked(function, phase: str, pause: float = 0.0):
 
 
 def _install() -> None:
-    run = ppodd.run
+    run = ppodd.cell.run
     run.prepare = _marked(run.prepare, "prepare")
     run.meta_gradient = _marked(run.meta_gradient, "distill")
     run.save_checkpoint = _marked(run.save_checkpoint, "checkpoint")
@@ -61,9 +61,9 @@ def _install() -> None:
     pause = float(os.environ.get("KILL_TARGET_EVAL_PAUSE", "0.1"))
     run.evaluate_pool = _marked(run.evaluate_pool, "evaluation_start", pause)
     pause = float(os.environ.get("KILL_TARGET_PREPARE_PAUSE", "0.4"))
-    ppodd.prepare.load_or_fit_zca = _marked(ppodd.prepare.load_or_fit_zca, "prepare_zca", pause)
+    ppodd.cell.prepare.load_or_fit_zca = _marked(ppodd.cell.prepare.load_or_fit_zca, "prepare_zca", pause)
     pause = float(os.environ.get("KILL_TARGET_WRITE_PAUSE", "0.5"))
-    ppodd.store._write_stage = _marked(ppodd.store._write_stage, "write_stage", pause)
+    ppodd.storage.runfile._write_stage = _marked(ppodd.storage.runfile._write_stage, "write_stage", pause)
 
 
 if __name__ == "__main__":

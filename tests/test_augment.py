@@ -1,6 +1,6 @@
 import torch
 
-from ppodd.augment import AugDraw, draw_flip_rotate, flip_rotate
+from ppodd.method.augment import AugDraw, draw_flip_rotate, flip_rotate
 
 
 def test_flip_rotate_flip_op_mirrors_selected_samples_exactly():

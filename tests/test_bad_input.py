@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ppodd import jobs
+from ppodd.cluster import jobs
 from ppodd.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,10 +155,10 @@ def test_bad_input_one_line_exit_2_nothing_written_or_submitted(workspace, comma
 
 
 def test_run_poster_or_zca_beyond_free_memory_exits_2_before_allocating(workspace, monkeypatch):
-    import ppodd.prepare
+    import ppodd.cell.prepare
 
     tmp, _ = workspace
-    monkeypatch.setattr(ppodd.prepare, "free_memory", lambda device: 64 << 20)
+    monkeypatch.setattr(ppodd.cell.prepare, "free_memory", lambda device: 64 << 20)
     small = ["data.synthetic.image_size=32", "data.synthetic.train_per_class=1", "data.synthetic.test_per_class=1"]
     # 50 IPC of 10 classes at 32 x 32 is a 0.5 Mpx poster: 24 posters' worth is 0.14 GiB.
     result = invoke("run", _set(*small, "poster.ipc=50", "ppodd.stages=20", "distill.epochs=20"), tmp, tmp / "out")
@@ -192,7 +192,7 @@ def _newer(path: Path) -> Path:
 
 def test_run_and_submit_newer_result_at_cell_path_exit_2_file_kept(workspace):
     from ppodd.config import load_config
-    from ppodd.run import result_name
+    from ppodd.cell.run import result_name
 
     tmp, submitted = workspace
     out = tmp / "out"

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from ppodd.config import load_config
-from ppodd.data import load_dataset
-from ppodd.prepare import build_geometry
+from ppodd.datasets.images import load_dataset
+from ppodd.cell.prepare import build_geometry
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.xz"
 needs_cifar = pytest.mark.skipif(not ARCHIVE.exists(),

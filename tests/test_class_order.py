@@ -1,11 +1,11 @@
-"""Tests for ppodd.class_order: anti-diagonal visiting, greedy PoCO, fallbacks, JSON orders."""
+"""Tests for ppodd.method.class_order: anti-diagonal visiting, greedy PoCO, fallbacks, JSON orders."""
 
 import json
 
 import pytest
 import torch
 
-from ppodd.class_order import (
+from ppodd.method.class_order import (
     CIFAR10_POCO,
     CIFAR100_SUPERCLASSES,
     antidiagonal_cells,

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 import ppodd
-from ppodd import jobs
+from ppodd.cluster import jobs
 from ppodd.cli import app
-from ppodd.container import PYTHON, parse_container, python_command, version_mismatch
+from ppodd.cluster.container import PYTHON, parse_container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,7 +320,7 @@ def test_cell_task_with_other_versions_fails_before_work_and_status_shows_one_li
     def must_not_run(*args, **kwargs):
         raise AssertionError("the cell ran despite the version mismatch")
 
-    monkeypatch.setattr("ppodd.run.run_cell", must_not_run)
+    monkeypatch.setattr("ppodd.cell.run.run_cell", must_not_run)
     with pytest.raises(PpoddError, match="version mismatch: ppodd 9.9.9 here but 0.1.0 at submission"):
         task()
     record = json.loads(jobs.state_path(cell.path).read_text())

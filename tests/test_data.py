@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-import ppodd.data as data
-from ppodd.data import ImageData, SyntheticSpec, fingerprint_tensors, load_dataset, make_synthetic
+import ppodd.datasets.images as data
+from ppodd.datasets.images import ImageData, SyntheticSpec, fingerprint_tensors, load_dataset, make_synthetic
 from ppodd.errors import ConfigError, DataError
 
 CLASSES = ("cat", "airplane", "dog")  # written unsorted on purpose

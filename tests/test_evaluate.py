@@ -1,10 +1,10 @@
 import torch
 
-from ppodd.evaluate import EvalSettings, evaluate_pool, score_nets, train_step
-from ppodd.labels import fixed_labels
-from ppodd.model import forward, init_params
-from ppodd.poster import init_poster, make_geometry
-from ppodd.unroll import AdamState, adam_update, draw_step, inner_grad, synthetic_batch
+from ppodd.method.evaluate import EvalSettings, evaluate_pool, score_nets, train_step
+from ppodd.method.labels import fixed_labels
+from ppodd.method.model import forward, init_params
+from ppodd.method.poster import init_poster, make_geometry
+from ppodd.method.unroll import AdamState, adam_update, draw_step, inner_grad, synthetic_batch
 
 
 def gen(seed=0):

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppodd import jobs
+from ppodd.cluster import jobs
 from ppodd.cli import app
 from ppodd.errors import ConfigError
-from ppodd.experiment import load_experiment
+from ppodd.cluster.jobfile import load_experiment
 
 runner = CliRunner()
 JOBS = sorted(Path("jobs").glob("*.yaml"))

@@ -5,7 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from ppodd import jobs
+from ppodd.cluster import jobs
 from ppodd.cli import app
 from ppodd.errors import ConfigError
 
@@ -114,7 +114,7 @@ def test_submit_slurm_out_with_whitespace_exits_2(tmp_path):
 
 
 def test_submit_local_runs_grid_writes_manifest_then_skips_done(tmp_path, tiny_overrides):
-    from ppodd.store import read_summary
+    from ppodd.storage.runfile import read_summary
 
     out = tmp_path / "r"
     args = ["submit", "--config", "configs/demo.yaml", *sets(tiny_overrides), "--seeds", "0-1",

@@ -30,10 +30,10 @@ import numpy as np
 import pytest
 import torch
 
-from ppodd.checkpoint import load_checkpoint
+from ppodd.storage.checkpoint import load_checkpoint
 from ppodd.config import config_digest, load_config
-from ppodd.run import result_name
-from ppodd.store import StoreError, read_summary
+from ppodd.cell.run import result_name
+from ppodd.storage.runfile import StoreError, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = REPO / "tests" / "kill_target.py"

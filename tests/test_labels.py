@@ -1,11 +1,11 @@
-"""Tests for ppodd.labels: fixed overlap labels and the learned label map."""
+"""Tests for ppodd.method.labels: fixed overlap labels and the learned label map."""
 
 import pytest
 import torch
 
-from ppodd.class_order import CIFAR10_POCO, superclass_order_cifar100
+from ppodd.method.class_order import CIFAR10_POCO, superclass_order_cifar100
 from ppodd.errors import ConfigError
-from ppodd.labels import (
+from ppodd.method.labels import (
     fixed_labels,
     init_label_map,
     label_windows,
@@ -13,7 +13,7 @@ from ppodd.labels import (
     overlap_counts,
     read_patch_labels,
 )
-from ppodd.poster import make_geometry
+from ppodd.method.poster import make_geometry
 
 POCO = [list(r) for r in CIFAR10_POCO]
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from ppodd.lock import LockedError, cell_lock
+from ppodd.storage.lock import LockedError, cell_lock
 
-HOLD = "import sys, time\nfrom ppodd.lock import cell_lock\nwith cell_lock(sys.argv[1]):\n" \
+HOLD = "import sys, time\nfrom ppodd.storage.lock import cell_lock\nwith cell_lock(sys.argv[1]):\n" \
        "    print('held', flush=True)\n    time.sleep(120)\n"
 
 
@@ -62,7 +62,7 @@ def test_cell_lock_other_cells_lock_independently(tmp_path, holder):
 
 
 def test_cell_task_of_a_cell_another_task_runs_refuses_and_keeps_its_record(tmp_path, holder):
-    from ppodd import jobs
+    from ppodd.cluster import jobs
     from ppodd.config import load_config, to_dict
 
     path = tmp_path / "cell.h5"

@@ -3,7 +3,7 @@ import resource
 import pytest
 import torch
 
-from ppodd.malloc import _glibc, reuse_freed_memory
+from ppodd.cell.malloc import _glibc, reuse_freed_memory
 
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="needs glibc's mallopt (Linux)")
 

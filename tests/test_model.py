@@ -1,6 +1,6 @@
 import torch
 
-from ppodd.model import forward, init_params, num_params
+from ppodd.method.model import forward, init_params, num_params
 
 
 def gen(seed=0):

@@ -11,14 +11,14 @@ from PIL import Image
 from test_summary import H, TILE, W, fake_grid, fake_run
 from typer.testing import CliRunner
 
-from ppodd import plots
+from ppodd.report import plots
 from ppodd.cli import app
 from ppodd.config import load_config
-from ppodd.data import SyntheticSpec, load_dataset
+from ppodd.datasets.images import SyntheticSpec, load_dataset
 from ppodd.errors import PpoddError
-from ppodd.gather import gather
-from ppodd.summary import summarize
-from ppodd.zca import load_or_fit_zca
+from ppodd.report.gather import gather
+from ppodd.report.summary import summarize
+from ppodd.datasets.zca import load_or_fit_zca
 
 runner = CliRunner()
 GEOMETRY = {"tile": TILE, "n_x": 8, "n_y": 2, "rows": 2, "cols": 5}

@@ -1,10 +1,10 @@
-"""Tests for ppodd.poster: pos, geometry, sizes per IPC, fade blending, patch extraction."""
+"""Tests for ppodd.method.poster: pos, geometry, sizes per IPC, fade blending, patch extraction."""
 
 import pytest
 import torch
 
 from ppodd.errors import ConfigError
-from ppodd.poster import (
+from ppodd.method.poster import (
     blend_strip,
     extract_patches,
     fade_mask,

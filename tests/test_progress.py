@@ -3,7 +3,7 @@ import json
 
 import structlog
 
-from ppodd.progress import Progress, configure_logging
+from ppodd.cell.progress import Progress, configure_logging
 
 
 def test_progress_bar_shows_stage_epoch_loss_and_eta():

@@ -4,8 +4,8 @@ import torch
 
 from ppodd.config import load_config
 from ppodd.errors import ConfigError
-from ppodd.run import Interrupted, result_name, run_cell
-from ppodd.store import read_run
+from ppodd.cell.run import Interrupted, result_name, run_cell
+from ppodd.storage.runfile import read_run
 
 
 def run(tmp_path, overrides, log, out="out", **kw):
@@ -150,8 +150,8 @@ def _disk_full(*args, **kwargs):
 
 def test_run_cell_checkpoint_write_fails_one_line_previous_checkpoint_intact_then_resumes(
         tmp_path, tiny_overrides, log, monkeypatch):
-    import ppodd.checkpoint
-    from ppodd.checkpoint import load_checkpoint
+    import ppodd.storage.checkpoint
+    from ppodd.storage.checkpoint import load_checkpoint
     from ppodd.config import config_digest
     from ppodd.errors import PpoddError
 
@@ -164,7 +164,7 @@ def test_run_cell_checkpoint_write_fails_one_line_previous_checkpoint_intact_the
             _disk_full()
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(ppodd.checkpoint.torch, "save", save_then_fill_disk)
+    monkeypatch.setattr(ppodd.storage.checkpoint.torch, "save", save_then_fill_disk)
     with pytest.raises(PpoddError) as err:
         run(tmp_path, tiny_overrides, log, out="b")
     monkeypatch.undo()
@@ -181,15 +181,15 @@ def test_run_cell_checkpoint_write_fails_one_line_previous_checkpoint_intact_the
 
 def test_run_cell_result_write_fails_one_line_rerun_writes_without_evaluating(
         tmp_path, tiny_overrides, log, monkeypatch):
-    import ppodd.run
+    import ppodd.cell.run
     from ppodd.errors import PpoddError
 
-    monkeypatch.setattr(ppodd.run, "write_run", _disk_full)
+    monkeypatch.setattr(ppodd.cell.run, "write_run", _disk_full)
     with pytest.raises(PpoddError, match=r"cannot write result .*No space left on device.*rerun to write it"):
         run(tmp_path, tiny_overrides, log)
     monkeypatch.undo()
     assert not list((tmp_path / "out").glob("*.h5"))
-    monkeypatch.setattr(ppodd.run, "evaluate_pool", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(ppodd.cell.run, "evaluate_pool", lambda *a, **k: pytest.fail("evaluated again"))
     _, path = run(tmp_path, tiny_overrides, log)
     assert read_run(path).final_pool.per_net.shape == (2, 2)
 
@@ -197,7 +197,7 @@ def test_run_cell_result_write_fails_one_line_rerun_writes_without_evaluating(
 def test_run_cell_newer_result_at_its_path_refused_and_kept(tmp_path, tiny_overrides, log):
     import numpy as np
 
-    from ppodd.store import NewerFormatError
+    from ppodd.storage.runfile import NewerFormatError
 
     _, path = run(tmp_path, tiny_overrides, log)
     with h5py.File(path, "r+") as f:
@@ -223,7 +223,7 @@ def test_run_cell_complete_result_beside_leftovers_of_a_killed_run_tidies_them(t
 def test_prepare_makes_gpu_convolutions_full_float32(tiny_overrides):
     # cuDNN's default for float32 convolutions is TF32 on Ampere and later GPUs; a run must not
     # silently compute in 10-bit mantissas there. The flag is process-wide, so restore it.
-    from ppodd.prepare import prepare
+    from ppodd.cell.prepare import prepare
 
     conv = torch.backends.cudnn.conv
     saved = conv.fp32_precision

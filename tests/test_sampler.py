@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ppodd.sampler import sample_pool
+from ppodd.method.sampler import sample_pool
 
 
 def _gen(seed=0):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppodd import jobs
+from ppodd.cluster import jobs
 from ppodd.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def _wait_until(check, seconds, what):
 
 
 def test_submit_slurm_grid_writes_every_cell_then_skips_done(slurm, tmp_path, tiny_overrides):
-    from ppodd.store import read_summary
+    from ppodd.storage.runfile import read_summary
 
     out = tmp_path / "r"
     overrides = tiny_overrides + ["threads=1"]
@@ -126,8 +126,8 @@ def test_submit_slurm_failing_cell_shows_failed_with_reason(slurm, tmp_path, tin
 def test_submit_slurm_preempted_cell_requeues_resumes_and_matches_uninterrupted(slurm, tmp_path, tiny_overrides,
                                                                                  log):
     from ppodd.config import load_config
-    from ppodd.run import run_cell
-    from ppodd.store import read_run
+    from ppodd.cell.run import run_cell
+    from ppodd.storage.runfile import read_run
 
     out = tmp_path / "r"
     overrides = tiny_overrides + ["threads=1", "distill.epochs=8"]

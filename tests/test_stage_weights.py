@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ppodd.stage_weights import (
+from ppodd.method.stage_weights import (
     CODE_OPTIONS,
     PAPER_OPTIONS,
     StageWeightOptions,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppodd import store
+from ppodd.storage import runfile
 from ppodd.errors import PpoddError
-from ppodd.record import EvalResult, RunRecord, StageRecord
+from ppodd.storage.record import EvalResult, RunRecord, StageRecord
 
 CHECKPOINTS = [300, 600, 1000, 2000]
 NETS = 3
@@ -104,19 +104,19 @@ def _assert_records_equal(a: RunRecord, b: RunRecord) -> None:
 
 @pytest.fixture
 def run_file(tmp_path):
-    return store.write_run(_record(), tmp_path / "run.h5")
+    return runfile.write_run(_record(), tmp_path / "run.h5")
 
 
 def test_read_run_after_write_run_round_trip_equal(tmp_path):
     record = _record()
-    path = store.write_run(record, tmp_path / "run.h5")
+    path = runfile.write_run(record, tmp_path / "run.h5")
     assert path == tmp_path / "run.h5"
-    _assert_records_equal(record, store.read_run(path))
+    _assert_records_equal(record, runfile.read_run(path))
 
 
 def test_write_run_written_again_reads_the_same(tmp_path):
-    first = store.read_run(store.write_run(_record(), tmp_path / "a.h5"))
-    second = store.read_run(store.write_run(first, tmp_path / "b.h5"))
+    first = runfile.read_run(runfile.write_run(_record(), tmp_path / "a.h5"))
+    second = runfile.read_run(runfile.write_run(first, tmp_path / "b.h5"))
     _assert_records_equal(first, second)
 
 
@@ -142,7 +142,7 @@ def test_write_run_layout_matches_docstring(run_file):
 
 def test_read_summary_root_scalars_match_record(run_file):
     record = _record()
-    summary = store.read_summary(run_file)
+    summary = runfile.read_summary(run_file)
     assert summary["path"] == str(run_file)
     assert summary["format_version"] == 1
     assert (summary["method"], summary["dataset"], summary["ipc"], summary["seed"],
@@ -161,7 +161,7 @@ def test_read_summary_root_scalars_match_record(run_file):
 
 def test_read_summary_small_arrays_match_record(run_file):
     record = _record()
-    summary = store.read_summary(run_file)
+    summary = runfile.read_summary(run_file)
     stage = summary["stage_list"][1]
     assert (stage["index"], stage["epochs"], stage["pool_pixels"]) == (2, 3, 18360)
     assert stage["pi_before"] == [0.4, 0.6] and stage["pi_after"] == [0.2, 0.3, 0.5]
@@ -185,13 +185,13 @@ def test_read_summary_any_file_never_reads_posters(run_file, monkeypatch):
             return original(loc, member, *args)
         return read_dataset
 
-    # Every dataset read of the readers goes through store._array or store._numbers.
-    monkeypatch.setattr(store, "_array", spy(store._array))
-    monkeypatch.setattr(store, "_numbers", spy(store._numbers))
-    store.read_summary(run_file)
+    # Every dataset read of the readers goes through runfile._array or runfile._numbers.
+    monkeypatch.setattr(runfile, "_array", spy(runfile._array))
+    monkeypatch.setattr(runfile, "_numbers", spy(runfile._numbers))
+    runfile.read_summary(run_file)
     assert "final/pool/per_net" in read
     assert not [name for name in read if "poster" in name or "label" in name]
-    store.read_run(run_file)
+    runfile.read_run(run_file)
     assert "poster" in read  # the spy does see poster reads where they happen
 
 
@@ -202,9 +202,9 @@ def test_write_run_failure_midway_leaves_no_file(tmp_path, monkeypatch):
         seen.append(group.file.filename)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(store, "_write_eval", broken)
+    monkeypatch.setattr(runfile, "_write_eval", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        store.write_run(_record(), tmp_path / "run.h5")
+        runfile.write_run(_record(), tmp_path / "run.h5")
     name = os.path.basename(seen[0])
     assert os.path.dirname(seen[0]) == str(tmp_path)
     assert name.startswith(".") and name.endswith(".tmp")
@@ -212,12 +212,12 @@ def test_write_run_failure_midway_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_write_run_failure_keeps_previous_file(tmp_path, monkeypatch):
-    path = store.write_run(_record(seed=1), tmp_path / "run.h5")
-    monkeypatch.setattr(store, "_write_stage", lambda group, stage: 1 / 0)
+    path = runfile.write_run(_record(seed=1), tmp_path / "run.h5")
+    monkeypatch.setattr(runfile, "_write_stage", lambda group, stage: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        store.write_run(_record(seed=2), path)
+        runfile.write_run(_record(seed=2), path)
     assert os.listdir(tmp_path) == ["run.h5"]
-    assert store.read_summary(path)["seed"] == 1
+    assert runfile.read_summary(path)["seed"] == 1
 
 
 @pytest.mark.parametrize("complete", [False, None])
@@ -227,8 +227,8 @@ def test_read_summary_incomplete_file_refused(run_file, complete):
             del f.attrs["complete"]
         else:
             f.attrs["complete"] = complete
-    with pytest.raises(store.IncompleteFileError) as err:
-        store.read_summary(run_file)
+    with pytest.raises(runfile.IncompleteFileError) as err:
+        runfile.read_summary(run_file)
     assert str(err.value) == (f"{run_file}: incomplete: the run has not finished or was "
                               "interrupted")
     assert err.value.reason == "incomplete"
@@ -237,8 +237,8 @@ def test_read_summary_incomplete_file_refused(run_file, complete):
 def test_read_summary_newer_format_version_refused_with_upgrade_message(run_file):
     with h5py.File(run_file, "r+") as f:
         f.attrs["format_version"] = np.int64(2)
-    with pytest.raises(store.NewerFormatError) as err:
-        store.read_run(run_file)
+    with pytest.raises(runfile.NewerFormatError) as err:
+        runfile.read_run(run_file)
     assert str(err.value) == (f"{run_file}: written by a newer ppodd (format_version 2 > 1); "
                               "upgrade ppodd to read it")
     assert isinstance(err.value, PpoddError) and err.value.reason == "newer"
@@ -247,16 +247,16 @@ def test_read_summary_newer_format_version_refused_with_upgrade_message(run_file
 def test_read_summary_unknown_older_format_version_refused(run_file):
     with h5py.File(run_file, "r+") as f:
         f.attrs["format_version"] = np.int64(0)
-    with pytest.raises(store.ForeignFileError, match="format_version 0 is unknown"):
-        store.read_summary(run_file)
+    with pytest.raises(runfile.ForeignFileError, match="format_version 0 is unknown"):
+        runfile.read_summary(run_file)
 
 
 def test_read_summary_plain_hdf5_file_refused_as_foreign(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as f:
         f["x"] = np.arange(3)
-    with pytest.raises(store.ForeignFileError, match="no 'format' attribute") as err:
-        store.read_summary(path)
+    with pytest.raises(runfile.ForeignFileError, match="no 'format' attribute") as err:
+        runfile.read_summary(path)
     assert str(path) in str(err.value) and err.value.reason == "foreign"
 
 
@@ -264,16 +264,16 @@ def test_read_summary_other_format_refused_as_foreign(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "anndata"
-    with pytest.raises(store.ForeignFileError, match="format 'anndata'"):
-        store.read_summary(path)
+    with pytest.raises(runfile.ForeignFileError, match="format 'anndata'"):
+        runfile.read_summary(path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.01])
 def test_read_summary_truncated_file_refused_as_corrupt(run_file, keep):
     data = run_file.read_bytes()
     run_file.write_bytes(data[:int(len(data) * keep)])
-    for reader in (store.read_summary, store.read_run):
-        with pytest.raises(store.CorruptFileError) as err:
+    for reader in (runfile.read_summary, runfile.read_run):
+        with pytest.raises(runfile.CorruptFileError) as err:
             reader(run_file)
         message = str(err.value)
         assert message.startswith(f"{run_file}: ") and "\n" not in message
@@ -283,27 +283,27 @@ def test_read_summary_truncated_file_refused_as_corrupt(run_file, keep):
 def test_read_summary_text_file_refused_as_not_hdf5(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("just some notes\n")
-    with pytest.raises(store.CorruptFileError) as err:
-        store.read_summary(path)
+    with pytest.raises(runfile.CorruptFileError) as err:
+        runfile.read_summary(path)
     assert str(err.value) == f"{path}: not an HDF5 file"
 
 
 def test_read_run_missing_file_refused(tmp_path):
-    with pytest.raises(store.MissingFileError, match="no such file"):
-        store.read_run(tmp_path / "absent.h5")
+    with pytest.raises(runfile.MissingFileError, match="no such file"):
+        runfile.read_run(tmp_path / "absent.h5")
 
 
 def test_read_summary_missing_dataset_refused_as_corrupt(run_file):
     with h5py.File(run_file, "r+") as f:
         del f["final/pool/mean"]
-    with pytest.raises(store.CorruptFileError, match="damaged run file"):
-        store.read_summary(run_file)
+    with pytest.raises(runfile.CorruptFileError, match="damaged run file"):
+        runfile.read_summary(run_file)
 
 
 def test_write_run_unknown_provenance_value_stored_as_text(tmp_path):
     record = _record()
     record.provenance = {"device": torch.device("cpu"), "seconds_total": 12.5}
-    summary = store.read_summary(store.write_run(record, tmp_path / "run.h5"))
+    summary = runfile.read_summary(runfile.write_run(record, tmp_path / "run.h5"))
     assert summary["provenance"]["device"] == "cpu"
     assert summary["seconds"] == 12.5
 
@@ -311,18 +311,18 @@ def test_write_run_unknown_provenance_value_stored_as_text(tmp_path):
 def test_write_run_no_timing_seconds_is_nan(tmp_path):
     record = _record()
     record.provenance = {}
-    assert math.isnan(store.read_summary(store.write_run(record, tmp_path / "r.h5"))["seconds"])
+    assert math.isnan(runfile.read_summary(runfile.write_run(record, tmp_path / "r.h5"))["seconds"])
 
 
 def test_check_writable_existing_folder_passes(tmp_path):
-    store.check_writable(tmp_path / "new" / "sub", need_bytes=1)
+    runfile.check_writable(tmp_path / "new" / "sub", need_bytes=1)
     assert (tmp_path / "new" / "sub").is_dir()
     assert os.listdir(tmp_path / "new" / "sub") == []
 
 
 def test_check_writable_too_little_space_names_bytes(tmp_path):
     with pytest.raises(PpoddError, match=r"bytes free, 1000000000000000000000 bytes needed") as err:
-        store.check_writable(tmp_path, need_bytes=10**21)
+        runfile.check_writable(tmp_path, need_bytes=10**21)
     assert str(tmp_path) in str(err.value)
 
 
@@ -330,13 +330,13 @@ def test_check_writable_folder_under_a_file_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PpoddError, match="cannot create output folder"):
-        store.check_writable(blocker / "out", need_bytes=0)
+        runfile.check_writable(blocker / "out", need_bytes=0)
 
 
 def test_read_archived_format_v1():
     path = Path(__file__).parent / "data" / "run-format-v1.h5"
-    record = store.read_run(path)
-    summary = store.read_summary(path)
+    record = runfile.read_run(path)
+    summary = runfile.read_summary(path)
     assert summary["format_version"] == 1 and summary["method"] == "ppodd"
     assert list(summary["poster_shape"]) == [3, 15, 38]
     assert len(record.stages) == 2 and record.stages[1].pi_before == summary["stage_list"][1]["pi_before"]
@@ -347,8 +347,8 @@ def test_read_scores_agrees_with_read_summary_for_cells_of_a_grid(tmp_path):
     for seed, ipc, method in ((0, 0.9, "ppodd"), (1, 0.6, "ppodd"), (2, 0.9, "podd")):
         record = _record(seed)
         record.config = {**record.config, "method": method, "poster": {"ipc": ipc}}
-        path = store.write_run(record, tmp_path / f"run{seed}.h5")
-        scores, summary = store.read_scores(path), store.read_summary(path)
+        path = runfile.write_run(record, tmp_path / f"run{seed}.h5")
+        scores, summary = runfile.read_scores(path), runfile.read_summary(path)
         assert scores["config"] == summary["config"] == record.config
         for key in ("method", "dataset", "ipc", "seed", "variant", "stages", "final_accuracy",
                     "final_accuracy_live", "final_accuracy_pool", "pixels_live", "pixels_pool",
@@ -360,46 +360,46 @@ def test_read_scores_agrees_with_read_summary_for_cells_of_a_grid(tmp_path):
         for name in ("live", "pool"):
             assert scores["final"][name] == {k: summary["final"][name][k] for k in ("checkpoints", "mean")}
         scores["config"]["data"]["name"] = "changed"  # the parsed config is never shared
-        assert store.read_scores(path)["config"]["data"]["name"] == "synthetic"
+        assert runfile.read_scores(path)["config"]["data"]["name"] == "synthetic"
 
 
 def test_read_scores_archived_format_v1_and_refusals(run_file):
     path = Path(__file__).parent / "data" / "run-format-v1.h5"
-    assert store.read_scores(path)["config"] == store.read_summary(path)["config"]
+    assert runfile.read_scores(path)["config"] == runfile.read_summary(path)["config"]
     with h5py.File(run_file, "r+") as f:
         f.attrs["complete"] = False
-    with pytest.raises(store.IncompleteFileError):
-        store.read_scores(run_file)
+    with pytest.raises(runfile.IncompleteFileError):
+        runfile.read_scores(run_file)
 
 
 def test_schema_bump_keeps_reading_older_files_and_refuses_newer(tmp_path, monkeypatch):
     # What a format_version 2 would do: add a reader per version and keep the old ones.
     archived = Path(__file__).parent / "data" / "run-format-v1.h5"
     used = []
-    v1 = store._SUMMARY_READERS[1]
+    v1 = runfile._SUMMARY_READERS[1]
 
     def read_v2(*args, **kwargs):
         used.append(2)
         return {**v1(*args, **kwargs), "format_version": 2}
 
-    monkeypatch.setattr(store, "FORMAT_VERSION", 2)
-    monkeypatch.setitem(store._SUMMARY_READERS, 2, read_v2)
-    assert store.read_summary(archived)["format_version"] == 1 and used == []
-    for version, outcome in ((2, None), (3, store.NewerFormatError)):
+    monkeypatch.setattr(runfile, "FORMAT_VERSION", 2)
+    monkeypatch.setitem(runfile._SUMMARY_READERS, 2, read_v2)
+    assert runfile.read_summary(archived)["format_version"] == 1 and used == []
+    for version, outcome in ((2, None), (3, runfile.NewerFormatError)):
         path = tmp_path / f"v{version}.h5"
         path.write_bytes(archived.read_bytes())
         with h5py.File(path, "r+") as f:
             f.attrs["format_version"] = np.int64(version)
         if outcome is None:
-            assert store.read_summary(path)["format_version"] == 2 and used == [2]
+            assert runfile.read_summary(path)["format_version"] == 2 and used == [2]
         else:
             with pytest.raises(outcome, match=r"format_version 3 > 2\); upgrade ppodd") as err:
-                store.read_summary(path)
+                runfile.read_summary(path)
             assert err.value.exit_code == 2
 
 
 def test_checkpoint_of_another_format_refused_with_one_line(tmp_path):
-    from ppodd import checkpoint
+    from ppodd.storage import checkpoint
 
     path = tmp_path / "cell.ckpt"
     torch.save({"version": checkpoint.CHECKPOINT_VERSION + 1, "config_digest": "abc", "state": {}}, path)

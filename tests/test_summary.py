@@ -16,11 +16,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ppodd import stats, store, summary
+from ppodd.report import stats, summary
+from ppodd.storage import runfile as store
 from ppodd.cli import app
 from ppodd.config import build_config, load_config, to_dict
-from ppodd.record import EvalResult, RunRecord, StageRecord
-from ppodd.run import result_name
+from ppodd.storage.record import EvalResult, RunRecord, StageRecord
+from ppodd.cell.run import result_name
 
 runner = CliRunner()
 H, W, TILE, K = 15, 38, 8, 10
@@ -217,7 +218,7 @@ def test_summarize_out_file_and_plots_written(tmp_path):
     assert (tmp_path / "t.md").read_text().startswith("**synthetic: final accuracy")
     from PIL import Image
 
-    from ppodd import plots
+    from ppodd.report import plots
     for name in ("accuracy-vs-ipc-synthetic.png", "checkpoints-synthetic.png"):
         with Image.open(tmp_path / "fig" / name) as image:
             assert image.size == (plots.WIDTH_PX, plots.CHART_HEIGHT_PX)
@@ -408,7 +409,7 @@ def test_setting_keys_ignore_variant_implied_options_and_run_places():
 
 
 def test_read_files_in_processes_same_as_one_by_one(tmp_path, monkeypatch):
-    from ppodd import gather
+    from ppodd.report import gather
 
     paths = fake_grid(tmp_path, ipcs=(0.9,)) + [tmp_path / "absent.h5"]
     serial = gather.read_files(paths, workers=1)

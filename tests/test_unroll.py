@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppodd.distill import Pool, StepSettings, clip_by_ema, meta_gradient
-from ppodd.labels import fixed_labels, init_label_map
-from ppodd.model import forward, init_params
-from ppodd.poster import init_poster, make_geometry
-from ppodd.unroll import AdamState, adam_update, draw_step, synthetic_batch, unroll, warm_up
+from ppodd.method.distill import Pool, StepSettings, clip_by_ema, meta_gradient
+from ppodd.method.labels import fixed_labels, init_label_map
+from ppodd.method.model import forward, init_params
+from ppodd.method.poster import init_poster, make_geometry
+from ppodd.method.unroll import AdamState, adam_update, draw_step, synthetic_batch, unroll, warm_up
 
 
 def gen(seed=0):

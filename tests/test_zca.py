@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import ppodd.zca as zca
+import ppodd.datasets.zca as zca
 from ppodd.errors import ConfigError
-from ppodd.zca import apply_zca, fit_zca, load_or_fit_zca, unapply_zca, zca_fingerprint
+from ppodd.datasets.zca import apply_zca, fit_zca, load_or_fit_zca, unapply_zca, zca_fingerprint
 
 
 def _images(n: int = 200, a: int = 4, seed: int = 0) -> torch.Tensor:

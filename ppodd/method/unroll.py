@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ppodd.augment import AugDraw, draw_flip_rotate, flip_rotate
-from ppodd.model import Params, forward
-from ppodd.poster import PosterGeometry, extract_patches
-from ppodd.sampler import sample_pool
+from ppodd.method.augment import AugDraw, draw_flip_rotate, flip_rotate
+from ppodd.method.model import Params, forward
+from ppodd.method.poster import PosterGeometry, extract_patches
+from ppodd.method.sampler import sample_pool
 
 BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8

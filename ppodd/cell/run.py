@@ -21,20 +21,20 @@ from pathlib import Path
 import torch
 
 import ppodd
-from ppodd.checkpoint import RunState, free_bytes, load_checkpoint, save_checkpoint
+from ppodd.storage.checkpoint import RunState, free_bytes, load_checkpoint, save_checkpoint
 from ppodd.config import RunConfig, config_digest, to_dict
-from ppodd.distill import Pool, StepSettings, clip_by_ema, meta_gradient
+from ppodd.method.distill import Pool, StepSettings, clip_by_ema, meta_gradient
 from ppodd.errors import PpoddError, describe
-from ppodd.evaluate import EvalSettings, evaluate_pool
-from ppodd.labels import init_label_map
-from ppodd.lock import cell_lock
-from ppodd.poster import init_poster
-from ppodd.prepare import Prepared, prepare
-from ppodd.progress import Progress
-from ppodd.record import EvalResult, RunRecord, StageRecord
-from ppodd.seeding import generator
-from ppodd.stage_weights import StageWeightOptions, stage_weights
-from ppodd.store import NewerFormatError, check_writable, read_summary, write_run
+from ppodd.method.evaluate import EvalSettings, evaluate_pool
+from ppodd.method.labels import init_label_map
+from ppodd.storage.lock import cell_lock
+from ppodd.method.poster import init_poster
+from ppodd.cell.prepare import Prepared, prepare
+from ppodd.cell.progress import Progress
+from ppodd.storage.record import EvalResult, RunRecord, StageRecord
+from ppodd.method.seeding import generator
+from ppodd.method.stage_weights import StageWeightOptions, stage_weights
+from ppodd.storage.runfile import NewerFormatError, check_writable, read_summary, write_run
 
 
 class Interrupted(PpoddError):
@@ -299,7 +299,7 @@ def _record(prep: Prepared, state: RunState, live: EvalResult, pool: EvalResult)
         initial_poster=state.initial_poster.cpu(), stages=state.stages, final_live=live, final_pool=pool,
         curves={k: torch.tensor(v) for k, v in state.curves.items()},
         provenance=_provenance(prep, state), zca_key=prep.zca_key,
-        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.seeding.generator"})
+        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.method.seeding.generator"})
 
 
 def result_bytes(cfg: RunConfig, geom) -> int:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ppodd.malloc import reuse_freed_memory
-from ppodd.model import Params, forward_stacked, init_params
-from ppodd.poster import PosterGeometry
-from ppodd.unroll import AdamState, adam_update, draw_step, soft_cross_entropy, synthetic_batch
+from ppodd.cell.malloc import reuse_freed_memory
+from ppodd.method.model import Params, forward_stacked, init_params
+from ppodd.method.poster import PosterGeometry
+from ppodd.method.unroll import AdamState, adam_update, draw_step, soft_cross_entropy, synthetic_batch
 
 
 def _summed_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

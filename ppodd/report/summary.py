@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ppodd.config import VARIANTS
-from ppodd.stats import mean_std, paired_interval
+from ppodd.report.stats import mean_std, paired_interval
 
 SCORES = ("pool", "live")
 METHOD_ORDER = ("ppodd", "podd")
@@ -359,7 +359,7 @@ def summarize(records: list[dict], defaults: Mapping[str, Any] | None = None) ->
     `records` come from `run_record`, `reference_record` and `incomplete_record`; `defaults`
     (key → value) overrides the reference value of an ablation axis.
     """
-    from ppodd.ablation import ablation_tables  # it builds on this module's groups
+    from ppodd.report.ablation import ablation_tables  # it builds on this module's groups
 
     runs = with_settings(records)
     groups = _groups(runs)

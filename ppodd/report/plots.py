@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ppodd.atomic import write_atomic
 from ppodd.errors import PpoddError
-from ppodd.summary import by_dataset, group_label, ipc_label
+from ppodd.report.summary import by_dataset, group_label, ipc_label
 
 DPI = 100
 WIDTH_PX = 1000           # every figure is this wide
@@ -34,7 +34,7 @@ _LIVE_COLOUR = "0.2"
 
 def patch_grid(length: int, tile: int, count: int) -> list[int]:
     """Patch origins along one axis, as the method places them (§2.1)."""
-    from ppodd.poster import pos
+    from ppodd.method.poster import pos
 
     return pos(length, tile, count)
 
@@ -216,7 +216,7 @@ def run_figures(path: Path, out: Path, zca: Path | None = None,
     accuracy.png. `zca` names the ZCA cache file; by default the run's cache is searched and,
     failing that, the ZCA is refitted from the run's data. Posters are drawn whitened (with a
     warning) when neither works."""
-    from ppodd.store import read_run
+    from ppodd.storage.runfile import read_run
 
     record = read_run(Path(path))
     out = Path(out)
@@ -242,8 +242,8 @@ def run_figures(path: Path, out: Path, zca: Path | None = None,
 def _inverse_zca(record, zca: Path | None, warn: Callable[[str], None]) -> np.ndarray | None:
     """M⁻¹ of the run's ZCA as float64 (D, D), or None (ZCA off, or nowhere to be found)."""
     from ppodd.config import build_config
-    from ppodd.prepare import cache_dir
-    from ppodd.zca import read_cached_zca
+    from ppodd.cell.prepare import cache_dir
+    from ppodd.datasets.zca import read_cached_zca
 
     key = record.zca_key
     if not key:
@@ -266,9 +266,9 @@ def _refit(cfg, key: str, warn: Callable[[str], None]):
     """The ZCA fit of the run's data set, refitted (and cached) when it is the same fit, else None."""
     import dataclasses
 
-    from ppodd.data import SyntheticSpec, load_dataset
-    from ppodd.prepare import cache_dir
-    from ppodd.zca import load_or_fit_zca
+    from ppodd.datasets.images import SyntheticSpec, load_dataset
+    from ppodd.cell.prepare import cache_dir
+    from ppodd.datasets.zca import load_or_fit_zca
 
     d = cfg.data
     try:

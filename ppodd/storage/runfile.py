@@ -85,7 +85,7 @@ from h5py import h5a, h5d, h5g, h5s, h5t
 
 from ppodd import __version__
 from ppodd.errors import PpoddError
-from ppodd.record import EvalResult, RunRecord, StageRecord
+from ppodd.storage.record import EvalResult, RunRecord, StageRecord
 
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ppodd.errors import ConfigError
-from ppodd.poster import PosterGeometry, linspace, pos
+from ppodd.method.poster import PosterGeometry, linspace, pos
 
 FIXED_LABEL_MODES = ("softmax_counts", "proportional")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ppodd.config import read_yaml
 from ppodd.errors import ConfigError
-from ppodd.jobs import parse_seeds
+from ppodd.cluster.jobs import parse_seeds
 
 KEYS = ("description", "config", "method", "ipc", "seeds", "set", "grid", "out")
 

@@ -75,7 +75,7 @@ def forward_stacked(params: Params, x: torch.Tensor) -> torch.Tensor:
     an instance norm over nets·C channels and one batched matmul do every net's layer at once.
     That is the same arithmetic as `forward` per net, in one kernel per layer for all nets, which
     is what fills a GPU. On a 2-core CPU it beats a loop over nets at ConvNet-32 (1.14×, with
-    `ppodd.malloc`'s reuse of freed memory) but not at ConvNet-128 (0.84×; bench/README.md).
+    `ppodd.cell.malloc`'s reuse of freed memory) but not at ConvNet-128 (0.84×; bench/README.md).
     """
     nets, n = x.shape[:2]
     depth = (len(params) - 2) // 4

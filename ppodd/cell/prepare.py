@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from ppodd.class_order import resolve_class_order
+from ppodd.method.class_order import resolve_class_order
 from ppodd.config import RunConfig
-from ppodd.data import ImageData, SyntheticSpec, load_dataset
+from ppodd.datasets.images import ImageData, SyntheticSpec, load_dataset
 from ppodd.errors import ConfigError
-from ppodd.labels import fixed_labels, learned_label_shape
-from ppodd.poster import PosterGeometry, make_geometry
-from ppodd.zca import apply_zca, load_or_fit_zca
+from ppodd.method.labels import fixed_labels, learned_label_shape
+from ppodd.method.poster import PosterGeometry, make_geometry
+from ppodd.datasets.zca import apply_zca, load_or_fit_zca
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

@@ -36,9 +36,9 @@ from submitit.slurm.slurm import _make_sbatch_string
 import ppodd
 from ppodd.atomic import write_atomic
 from ppodd.config import METHODS, apply_overrides, build_config, read_yaml, to_dict
-from ppodd.container import Container, python_command, version_mismatch
+from ppodd.cluster.container import Container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
-from ppodd.lock import LockedError, cell_lock
+from ppodd.storage.lock import LockedError, cell_lock
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
 STATES = ("pending", "running", "requeued", "done", "failed", "incomplete")
@@ -195,7 +195,7 @@ def expand_grid(config: Path | None, sets: list[str], methods: list[str], ipcs: 
     axes = [[f"method={m}" for m in methods], [f"poster.ipc={i}" for i in ipcs]]
     axes += [[f"{key}={v}" for v in values] for key, values in grid]
     axes.append([f"seed={s}" for s in seeds])
-    from ppodd.run import result_name  # the engine is imported only once a grid is really built
+    from ppodd.cell.run import result_name  # the engine is imported only once a grid is really built
 
     cells: dict[Path, Cell] = {}
     for combo in itertools.product(*[a for a in axes if a]):
@@ -288,8 +288,8 @@ class CellTask(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         from ppodd.config import build_config as build
-        from ppodd.progress import configure_logging
-        from ppodd.run import Interrupted, run_cell
+        from ppodd.cell.progress import configure_logging
+        from ppodd.cell.run import Interrupted, run_cell
 
         path = Path(self.path)
         env = os.environ
@@ -515,7 +515,7 @@ def cell_statuses(out: Path, queue: dict[str, str] | None) -> list[CellStatus]:
     without a result; requeued / running / pending: the task's record and the queue; incomplete:
     not done and no longer running anywhere (rerun `submit` to resume it).
     """
-    from ppodd.store import StoreError, read_summary
+    from ppodd.storage.runfile import StoreError, read_summary
 
     out = Path(out)
     manifest = read_manifest(out)

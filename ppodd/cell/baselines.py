@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from ppodd.errors import ConfigError
-from ppodd.poster import PosterGeometry, blend_strip
-from ppodd.record import EvalResult
-from ppodd.prepare import Prepared
-from ppodd.run import Evaluator, fresh_state
-from ppodd.seeding import generator
-from ppodd.store import read_run
+from ppodd.method.poster import PosterGeometry, blend_strip
+from ppodd.storage.record import EvalResult
+from ppodd.cell.prepare import Prepared
+from ppodd.cell.run import Evaluator, fresh_state
+from ppodd.method.seeding import generator
+from ppodd.storage.runfile import read_run
 
 KINDS = ("initial", "real")
 

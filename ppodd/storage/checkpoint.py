@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ppodd.errors import PpoddError, describe
-from ppodd.record import EvalResult, StageRecord
+from ppodd.storage.record import EvalResult, StageRecord
 
 CHECKPOINT_VERSION = 1
 

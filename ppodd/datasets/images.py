@@ -2,7 +2,7 @@
 
 Every loader returns an `ImageData` with images as float32 in [0, 1], shape (n, 3, a, a), and hard
 class-index labels. No mean/std normalisation is applied here: with ZCA on, the whitening in
-`ppodd.zca` is the only preprocessing (§1).
+`ppodd.datasets.zca` is the only preprocessing (§1).
 
 `ImageData.fingerprint` identifies the decoded contents (pixels, labels, class names) plus the
 kind of source, not the folder they were read from, so moving or re-extracting a data set keeps

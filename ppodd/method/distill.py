@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ppodd.augment import draw_flip_rotate
-from ppodd.labels import read_patch_labels
-from ppodd.model import init_params
-from ppodd.poster import PosterGeometry
-from ppodd.unroll import (AdamState, draw_step, real_loss_backward, real_loss_grads, unroll, unroll_saved,
+from ppodd.method.augment import draw_flip_rotate
+from ppodd.method.labels import read_patch_labels
+from ppodd.method.model import init_params
+from ppodd.method.poster import PosterGeometry
+from ppodd.method.unroll import (AdamState, draw_step, real_loss_backward, real_loss_grads, unroll, unroll_saved,
                           warm_up, window_backward)
 
 

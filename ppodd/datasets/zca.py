@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ppodd.data import save_atomic
+from ppodd.datasets.images import save_atomic
 from ppodd.errors import ConfigError
 
 # Bump when the cached matrices would change for the same data and reg (fit maths, flatten order).

@@ -18,8 +18,8 @@ from pathlib import Path
 import h5py
 import yaml
 
-from ppodd.store import IncompleteFileError, StoreError, read_scores
-from ppodd.summary import incomplete_record, reference_record, run_record
+from ppodd.storage.runfile import IncompleteFileError, StoreError, read_scores
+from ppodd.report.summary import incomplete_record, reference_record, run_record
 
 MANIFEST = "manifest.json"
 # A reference JSON of `ppodd evaluate --json` has these keys.

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppodd.summary import SCORES, by_dataset, group_label, ipc_label, setting_label
+from ppodd.report.summary import SCORES, by_dataset, group_label, ipc_label, setting_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 JSON_FORMAT = "ppodd-summary"

@@ -1,0 +1,1 @@
+"""Data sets as tensors: one loader a file, the decoded-image cache, and ZCA whitening."""
