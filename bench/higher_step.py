@@ -36,7 +36,7 @@ from ppodd.method.augment import draw_flip_rotate, flip_rotate
 from ppodd.method.distill import Pool, StepSettings, meta_gradient
 from ppodd.method.model import init_params
 from ppodd.method.poster import PosterGeometry
-from ppodd.cell.run import _settings
+from ppodd.cell.stages import settings_of
 from ppodd.method.seeding import generator
 from ppodd.method.unroll import ADAM_EPS, BETAS, draw_step, soft_cross_entropy, synthetic_batch
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device)
     start = machine(device)
     cfg, prep, pool, _ = outer_step("1", args.device, [], args.quick)
-    plain, _ = _settings(cfg, prep.data.num_classes)
+    plain, _ = settings_of(cfg, prep.data.num_classes)
     real_x, real_y = prep.train_x[:cfg.distill.real_batch], prep.train_y[:cfg.distill.real_batch]
     pi = torch.tensor([1.0])
     variants = {"ppodd": partial(meta_gradient, s=plain),

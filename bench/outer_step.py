@@ -14,6 +14,7 @@ gives the achieved GFLOP/s.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -22,8 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.common import machine, parser, pick_device, reset_peak, spread, timed, write_result
 from ppodd.config import load_config, to_dict
 from ppodd.method.distill import meta_gradient
+from ppodd.cell.host import Host
 from ppodd.cell.prepare import prepare
-from ppodd.cell.run import _pool, _settings, fresh_state
+from ppodd.cell.stages import fresh_state, pool_of, settings_of
 from ppodd.method.seeding import generator
 
 _SYNTHETIC_32 = ["data.name=synthetic", "data.synthetic.image_size=32", "method=podd"]
@@ -45,11 +47,11 @@ def outer_step(setting: str, device: str, extra: list[str], quick: bool):
     if quick:
         overrides += ["distill.window=2", "distill.warmup=2", "distill.real_batch=64", "model.width=16"]
     cfg = load_config(path, overrides)
-    prep = prepare(cfg)
+    prep = prepare(cfg, Host.from_environment(os.environ))
     state = fresh_state(prep)
     state.live.requires_grad_(True)
-    pool = _pool(prep, state)
-    settings, _ = _settings(cfg, prep.data.num_classes)
+    pool = pool_of(prep, state)
+    settings, _ = settings_of(cfg, prep.data.num_classes)
     batch = cfg.distill.real_batch
     real_x, real_y = prep.train_x[:batch], prep.train_y[:batch]
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from bench.common import machine, parser, pick_device, write_result
 from bench.outer_step import outer_step
 from ppodd.method.distill import Pool, meta_gradient
-from ppodd.cell.run import _settings
+from ppodd.cell.stages import settings_of
 from ppodd.method.seeding import generator
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     start = machine(pick_device(args.device))
     cfg, prep, pool, _ = outer_step("1", args.device, args.set, args.quick)
-    settings, _ = _settings(cfg, prep.data.num_classes)
+    settings, _ = settings_of(cfg, prep.data.num_classes)
     batch = cfg.distill.real_batch
     real_x, real_y = prep.train_x[:batch], prep.train_y[:batch]
     threads = torch.get_num_threads()

@@ -5,7 +5,7 @@
 Writes `--files` run files into a temporary folder: CIFAR-10 runs of configs/cifar10.yaml
 (153 × 60 posters, 8 nets, checkpoints 300/600/1000/2000), alternately P-PoDD with 5 stages and
 2 in-stage evaluations each and PoDD, over 5 IPCs and files/10 seeds. One file per (method, IPC)
-is written by `runfile.write_run` with made-up accuracies; the others are its copies with the seed
+is written by `writer.write_run` with made-up accuracies; the others are its copies with the seed
 changed in the root attribute, the stored config and /seeds (compressing a thousand sets of
 posters would take minutes of CPU). The layout and sizes are a real run's. Then times
 `python -m ppodd.cli summarize FOLDER --format json --out FILE` (start-up and imports included;
@@ -30,10 +30,10 @@ import torch
 import yaml
 
 from bench.common import RESULTS, machine, spread, write_result
-from ppodd.storage import runfile
+from ppodd.storage import writer
 from ppodd.config import build_config, load_config, to_dict
 from ppodd.storage.record import EvalResult, RunRecord, StageRecord
-from ppodd.cell.run import result_name
+from ppodd.cell.identity import result_name
 
 CHECKPOINTS = [300, 600, 1000, 2000]
 IPCS = (0.6, 0.7, 0.8, 0.9, 1.0)
@@ -88,7 +88,7 @@ def write_files(folder: Path, count: int) -> list[Path]:
         if (method, ipc) not in templates:
             record = make_record(method, ipc, seed)
             templates[(method, ipc)] = record
-            paths.append(runfile.write_run(record, folder / result_name(build_config(record.config))))
+            paths.append(writer.write_run(record, folder / result_name(build_config(record.config))))
             continue
         config = {**templates[(method, ipc)].config, "seed": seed}
         path = folder / result_name(build_config(config))

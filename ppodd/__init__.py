@@ -1,3 +1,3 @@
 """ppodd: Progressive Poster Dataset Distillation (P-PoDD) and PoDD as a batch tool."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -6,6 +6,7 @@ fails exits 1 with a short message; neither prints a traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ import structlog
 import typer
 
 import ppodd
-from ppodd.errors import ConfigError, PpoddError, describe
+from ppodd.atomic import write_text
+from ppodd.cluster.slurm import SlurmOptions, format_time
+from ppodd.errors import ConfigError, PpoddError
 
 app = typer.Typer(
     help="Progressive Poster Dataset Distillation (P-PoDD) and PoDD: distill, evaluate, compare.",
@@ -71,16 +74,17 @@ def run(
     Rerunning the same command resumes from the cell's checkpoint, or returns at once when its
     result is complete.
     """
-    from ppodd.config import load_config
+    from ppodd.cell.identity import cell_files
     from ppodd.cell.progress import configure_logging
     from ppodd.cell.run import run_cell
+    from ppodd.config import load_config
 
     configure_logging()
     log = structlog.get_logger("ppodd")
     stop = _stop_on_signals()
     try:
         cfg = load_config(config, set_ or [])
-        path = run_cell(cfg, out, log, force=force, should_stop=lambda: bool(stop))
+        path = run_cell(cfg, cell_files(cfg, out), _host(), log, force=force, should_stop=lambda: bool(stop))
     except PpoddError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -104,10 +108,10 @@ def evaluate(
     import json
 
     from ppodd.cell.baselines import KINDS, evaluate_reference
-    from ppodd.config import apply_overrides, build_config, load_config
-    from ppodd.cell.progress import Progress, configure_logging
     from ppodd.cell.prepare import prepare
-    from ppodd.storage.runfile import read_run
+    from ppodd.cell.progress import Progress, configure_logging
+    from ppodd.config import apply_overrides, build_config, load_config, parse_override
+    from ppodd.storage.reader import read_run
 
     configure_logging()
     log = structlog.get_logger("ppodd")
@@ -115,10 +119,11 @@ def evaluate(
         if poster in KINDS:
             cfg = load_config(config, set_ or [])
         elif poster.endswith(".h5"):
-            cfg = build_config(apply_overrides(read_run(Path(poster)).config, set_ or []))
+            overrides = [parse_override(text) for text in set_ or []]
+            cfg = build_config(apply_overrides(read_run(Path(poster)).config, overrides))
         else:
             raise ConfigError(f"poster: {poster!r} is not one of {', '.join(KINDS)} or a .h5 run file")
-        result = evaluate_reference(prepare(cfg), poster, Progress(0, 0, log, bar=False))
+        result = evaluate_reference(prepare(cfg, _host()), poster, Progress(0, 0, log, bar=False))
     except PpoddError as e:
         _fail(e)
     row = {"poster": poster, "checkpoints": result.checkpoints,
@@ -127,7 +132,7 @@ def evaluate(
            "dataset": cfg.data.name, "ipc": cfg.poster.ipc, "seed": cfg.seed}
     if json_out is not None:
         try:
-            _write_text(json_out, json.dumps(row, indent=2) + "\n")
+            write_text(json_out, json.dumps(row, indent=2) + "\n")
         except PpoddError as e:
             _fail(e)
     typer.echo(" ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, row["mean"])))
@@ -138,6 +143,10 @@ SLURM = "Slurm"
 
 def _slurm_opt(help_: str = "", *names: str):
     return typer.Option(*names, rich_help_panel=SLURM, help=help_)
+
+
+# One home for the Slurm defaults: SlurmOptions; the options below show them.
+_SLURM_DEFAULTS = SlurmOptions()
 
 
 @app.command()
@@ -163,20 +172,22 @@ def submit(
                                                     "(refused without it, as a likely slip)")] = False,
     wait: Annotated[int, typer.Option(help="Slurm: wait up to this many seconds for the cells to end "
                                            "(0: return once queued)")] = 0,
-    partition: Annotated[str, _slurm_opt()] = "",
-    account: Annotated[str, _slurm_opt()] = "",
-    qos: Annotated[str, _slurm_opt()] = "",
-    time_limit: Annotated[str, _slurm_opt("per task: minutes, H:MM:SS or D-HH:MM:SS", "--time")] = "12:00:00",
-    cpus_per_task: Annotated[int, _slurm_opt("0: the site's default")] = 0,
-    mem: Annotated[str, _slurm_opt("e.g. 32G; empty: the site's default")] = "",
-    gpus_per_node: Annotated[int, _slurm_opt()] = 1,
-    array_parallelism: Annotated[int, _slurm_opt("array tasks running at once")] = 64,
+    partition: Annotated[str, _slurm_opt()] = _SLURM_DEFAULTS.partition,
+    account: Annotated[str, _slurm_opt()] = _SLURM_DEFAULTS.account,
+    qos: Annotated[str, _slurm_opt()] = _SLURM_DEFAULTS.qos,
+    time_limit: Annotated[str, _slurm_opt("per task: minutes, H:MM:SS or D-HH:MM:SS", "--time")] = format_time(
+        _SLURM_DEFAULTS.time_min),
+    cpus_per_task: Annotated[int, _slurm_opt("0: the site's default")] = _SLURM_DEFAULTS.cpus_per_task,
+    mem: Annotated[str, _slurm_opt("e.g. 32G; empty: the site's default")] = _SLURM_DEFAULTS.mem,
+    gpus_per_node: Annotated[int, _slurm_opt()] = _SLURM_DEFAULTS.gpus_per_node,
+    array_parallelism: Annotated[int, _slurm_opt("array tasks running at once")] = _SLURM_DEFAULTS.array_parallelism,
     slurm_setup: Annotated[Optional[list[str]],
                            _slurm_opt("shell line before each task, e.g. 'module load apptainer' (repeatable)")] = None,
     sbatch: Annotated[Optional[list[str]],
                       _slurm_opt("extra #SBATCH option, e.g. --sbatch=--constraint=a100 (repeatable)")] = None,
-    signal_delay: Annotated[int, _slurm_opt("seconds before the limit that USR2 asks for a checkpoint")] = 120,
-    max_requeues: Annotated[int, _slurm_opt("time-outs that requeue a task")] = 3,
+    signal_delay: Annotated[int, _slurm_opt("seconds before the limit that USR2 asks for a checkpoint")]
+    = _SLURM_DEFAULTS.signal_delay_s,
+    max_requeues: Annotated[int, _slurm_opt("time-outs that requeue a task")] = _SLURM_DEFAULTS.max_requeues,
     container: Annotated[Optional[Path], _slurm_opt("run each array task inside this Apptainer image "
                                                     "(apptainer exec --nv); OUT is bound", "--container")] = None,
     bind: Annotated[Optional[list[str]], _slurm_opt("with --container: host folder bound into the image, "
@@ -189,177 +200,30 @@ def submit(
     cells are skipped, failed and unfinished ones rerun and resume from their checkpoints. The
     array map and job ids go to OUT/manifest.json; `ppodd status OUT` reads it.
     """
-    from ppodd.cluster import jobs
+    from ppodd.cluster.grid import parse_grid, parse_list, parse_seeds, parse_values
     from ppodd.cluster.jobfile import load_experiment
-    from ppodd.storage.runfile import check_writable
+    from ppodd.cluster.slurm import parse_time
+    from ppodd.cluster.submit import GridSpec, RunOptions, submit_grid
+    from ppodd.config import parse_override
 
     try:
-        if cluster not in jobs.CLUSTERS:
-            raise ConfigError(f"--cluster {cluster!r}: allowed {', '.join(jobs.CLUSTERS)}")
-        opts = jobs.SlurmOptions(partition, account, qos, jobs.parse_time(time_limit), cpus_per_task, mem,
-                                 gpus_per_node, array_parallelism, tuple(slurm_setup or ()), tuple(sbatch or ()),
-                                 signal_delay, max_requeues)
-        jobs.check_slurm_options(opts)
-        if workers < 1:
-            raise ConfigError(f"--workers: must be >= 1, got {workers}")
-        exp = load_experiment(job) if job is not None else None
-        out = out or (exp.out if exp and exp.out else Path("results"))
-        axes = dict(exp.grid) if exp else {}
-        axes.update(jobs.parse_grid(grid or []))
-        cells = jobs.expand_grid(config or (exp.config if exp else None), (exp.sets if exp else []) + (set_ or []),
-                                 jobs.parse_list("--method", method) if method else (exp.methods if exp else []),
-                                 jobs.parse_list("--ipc", ipc) if ipc else (exp.ipcs if exp else []),
-                                 jobs.parse_seeds(seeds) if seeds else (exp.seeds if exp else []),
-                                 list(axes.items()), out, max_cells=None if yes else jobs.MAX_CELLS)
-        chosen = jobs.resolve_cluster(cluster)
-        if chosen == "slurm":
-            jobs.check_slurm_out(out)
-        image = _container(container, bind or [], out, cluster, chosen)
-        todo, skipped = _split_done(cells, out, force, chosen)
-        if dry_run:
-            _print_plan(jobs, todo, skipped, out, chosen, opts, image)
-            return
-        # Write access and space for every result, checked before anything is written or queued.
-        check_writable(out, _prepare_once(todo))
-        _clear_for_rerun(jobs, todo, force)
-        argv = ["ppodd", *sys.argv[1:]]
-        if chosen == "slurm":
-            tasks = jobs.submit_slurm(todo, out, opts, image)
-        else:
-            tasks = [{"array_index": i, "job_id": None, "cell": c.name} for i, c in enumerate(todo)]
-        jobs.record_submission(out, cells, chosen, opts, tasks, [c.name for c in skipped], argv, image)
-        typer.echo(f"{len(todo)} cell(s) to run on {chosen}, {len(skipped)} skipped; manifest {out / jobs.MANIFEST}")
-        for task, cell in zip(tasks, todo):
-            typer.echo(f"  {task['array_index']:4d}  {task['job_id'] or '-':12}  {cell.path}")
-        if chosen == "local":
-            from ppodd.cell.progress import configure_logging
-
-            configure_logging()
-            jobs.run_local(todo, workers, typer.echo)
-        elif chosen == "debug":
-            jobs.run_debug(todo, out)
-        elif wait > 0:
-            _wait_for(jobs, out, {c.name for c in todo}, wait)
-        if chosen != "slurm" or wait > 0:
-            rows = jobs.cell_statuses(out, jobs.queue_states() if chosen == "slurm" else None)
-            typer.echo(jobs.status_table(rows))
-            if any(r.state != "done" for r in rows if r.cell in {c.name for c in todo}):
-                raise PpoddError(f"not every cell is done; see `ppodd status {out}` and {out / jobs.LOG_FOLDER}")
+        opts = SlurmOptions(partition, account, qos, parse_time(time_limit), cpus_per_task, mem, gpus_per_node,
+                            array_parallelism, tuple(slurm_setup or ()), tuple(sbatch or ()), signal_delay,
+                            max_requeues)
+        spec = GridSpec.combine(
+            load_experiment(job) if job is not None else None, config=config,
+            sets=[parse_override(text) for text in set_ or []],
+            methods=parse_list("--method", method) if method is not None else None,
+            ipcs=parse_values("--ipc", ipc) if ipc is not None else None,
+            seeds=parse_seeds(seeds) if seeds is not None else None,
+            axes=parse_grid(grid or []), out=out)
+        submit_grid(spec, RunOptions(cluster, workers, force, dry_run, yes, wait), opts, container, bind or [],
+                    _host(), ["ppodd", *sys.argv[1:]], typer.echo)
     except PpoddError as e:
         _fail(e)
-    except (jobs.submitit.core.utils.FailedJobError, jobs.submitit.core.utils.FailedSubmissionError) as e:
-        _fail(PpoddError(f"sbatch refused the array: {' '.join(str(e).split())[:400]}"))
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun the same command to resume from the last checkpoints", err=True)
         raise typer.Exit(code=130) from None
-
-
-def _split_done(cells, out: Path, force: bool, cluster: str):
-    """(cells to run, cells skipped): complete ones, and on Slurm those still queued from before."""
-    from ppodd.cluster import jobs
-    from ppodd.storage.runfile import NewerFormatError, StoreError, read_summary
-
-    queued: set[str] = set()
-    if cluster == "slurm" and (out / jobs.MANIFEST).exists():
-        queue = jobs.queue_states() or {}
-        queued = {r.cell for r in jobs.cell_statuses(out, queue) if r.state in ("pending", "running", "requeued")}
-    todo, skipped = [], []
-    for cell in cells:
-        if cell.name in queued:
-            skipped.append(cell)
-            continue
-        try:
-            if not force:
-                read_summary(cell.path)
-                skipped.append(cell)
-                continue
-        except NewerFormatError:
-            raise  # a newer ppodd's result is never rerun over
-        except StoreError:
-            pass
-        todo.append(cell)
-    return todo, skipped
-
-
-def _container(image: Path | None, binds: list[str], out: Path, cluster: str, chosen: str):
-    """The validated --container and --bind values (None without --container)."""
-    from ppodd.cluster.container import parse_container
-
-    if image is None:
-        if binds:
-            raise ConfigError("--bind: only with --container IMAGE.sif")
-        return None
-    parsed = parse_container(image, binds, out)
-    if chosen != "slurm":
-        why = "no Slurm controller answers" if cluster == "auto" else f"--cluster {chosen} runs here"
-        raise ConfigError(f"--container wraps Slurm array tasks, but {why}; to run locally inside the image, "
-                          f"use `apptainer run --nv {image} submit --cluster local ...`")
-    return parsed
-
-
-def _print_plan(jobs, todo, skipped, out: Path, cluster: str, opts, container=None) -> None:
-    typer.echo(f"# {len(todo)} cell(s) to run, {len(skipped)} skipped (complete or queued); cluster {cluster}")
-    if cluster == "slurm" and todo:
-        where = f"the image {container.image}" if container else "the nodes"
-        typer.echo(f"# ppodd {ppodd.__version__} and submitit {jobs.submitit.__version__} under {sys.executable}; "
-                   f"{where} must have the same" + (" (each task checks at start)" if container else ""))
-        size = jobs.max_array_size() if jobs.slurm_reachable() else 1001
-        typer.echo(f"# sbatch script (arrays of at most {size} tasks)")
-        typer.echo(jobs.sbatch_script(out, opts, min(len(todo), size), container))
-    typer.echo("# array map")
-    typer.echo(jobs.cell_table(todo))
-
-
-def _prepare_once(cells) -> int:
-    """Check every cell's poster and fill the caches (decoded images, ZCA) once per data set,
-    before any task; nothing is whitened here.
-
-    Returns the disk space the cells' results and checkpoints need together.
-    """
-    import json
-
-    import torch
-
-    from ppodd.config import build_config
-    from ppodd.cell.prepare import fit_zca, load_data, plan_poster
-    from ppodd.cell.run import result_bytes
-
-    datasets = {}
-    need = 0
-    for cell in cells:
-        cfg = build_config(cell.config)
-        key = json.dumps(cell.config["data"], sort_keys=True)
-        if key not in datasets:
-            datasets[key] = (cfg, load_data(cfg))
-        # A login node often has no GPU; the checks and caches do not depend on the device.
-        geom, _ = plan_poster(cfg, datasets[key][1], torch.device("cpu"))
-        need += result_bytes(cfg, geom)
-    for cfg, data in datasets.values():
-        if cfg.data.zca:
-            fit_zca(cfg, data)
-    return need
-
-
-def _clear_for_rerun(jobs, cells, force: bool) -> None:
-    """Forget old failures of the cells about to run; with --force, their results and checkpoints too."""
-    for cell in cells:
-        jobs.state_path(cell.path).unlink(missing_ok=True)
-        if force:
-            cell.path.unlink(missing_ok=True)
-            cell.path.with_suffix(".ckpt").unlink(missing_ok=True)
-
-
-def _wait_for(jobs, out: Path, names: set[str], seconds: int) -> None:
-    """Poll the files and one squeue listing every few seconds until the cells end, at most `seconds`."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        rows = jobs.cell_statuses(out, jobs.queue_states())
-        if all(r.state in ("done", "failed", "incomplete") for r in rows if r.cell in names):
-            return
-        time.sleep(2)
-    typer.echo(f"gave up waiting after {seconds} s; the jobs stay queued", err=True)
 
 
 @app.command()
@@ -373,23 +237,25 @@ def status(
     """
     import json
 
-    from ppodd.cluster import jobs
+    from ppodd.cluster.slurm import queue_states
+    from ppodd.cluster.status import cell_statuses, status_table
+    from ppodd.storage.manifest import MANIFEST, read_manifest
 
     try:
         if format_ not in ("table", "json"):
             raise ConfigError(f"--format {format_!r}: allowed table, json")
-        if not (folder / jobs.MANIFEST).exists():
-            raise ConfigError(f"{folder}: no {jobs.MANIFEST}; `ppodd submit --out {folder}` writes it")
-        manifest = jobs.read_manifest(folder)
+        if not (folder / MANIFEST).exists():
+            raise ConfigError(f"{folder}: no {MANIFEST}; `ppodd submit --out {folder}` writes it")
+        manifest = read_manifest(folder)
         on_slurm = any(s.get("cluster") == "slurm" for s in manifest["submissions"])
-        rows = jobs.cell_statuses(folder, jobs.queue_states() if on_slurm else None)
+        rows = cell_statuses(folder, queue_states() if on_slurm else None)
     except PpoddError as e:
         _fail(e)
     if format_ == "json":
         typer.echo(json.dumps([{"cell": r.cell, "state": r.state, "job_id": r.job_id, "detail": r.detail}
                                for r in rows], indent=1))
     else:
-        typer.echo(jobs.status_table(rows))
+        typer.echo(status_table(rows))
 
 
 @app.command()
@@ -419,7 +285,7 @@ def summarize(
             raise ConfigError(f"--format {format_!r}: allowed {', '.join(FORMATS)}")
         if workers < 0:
             raise ConfigError(f"--workers: must be >= 0, got {workers}")
-        defaults = {".".join(key): value for key, value in map(parse_override, default or [])}
+        defaults = dict(map(parse_override, default or []))
         records, problems = gather(paths, workers)
         if not records and not problems:
             raise ConfigError(f"no run files (*.h5) found in {' '.join(paths)}")
@@ -430,7 +296,7 @@ def summarize(
         if out is None:
             typer.echo(text, nl=False)
         else:
-            _write_text(out, text)
+            write_text(out, text)
         if plots is not None:
             from ppodd.report.plots import grid_figures
 
@@ -454,21 +320,17 @@ def plot(
     from ppodd.report.plots import run_figures
 
     try:
-        for path in run_figures(file, out, zca, warn=lambda line: typer.echo(line, err=True)):
+        for path in run_figures(file, out, _host(), zca, warn=lambda line: typer.echo(line, err=True)):
             typer.echo(str(path))
     except PpoddError as e:
         _fail(e)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically: whole or not at all."""
-    from ppodd.atomic import write_atomic
+def _host():
+    """What this machine's environment says (cache folder, Slurm's CPUs): read here, at the edge."""
+    from ppodd.cell.host import Host
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PpoddError(f"cannot write {path}: {describe(err)}") from None
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return Host.from_environment(os.environ)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m ppodd.cli`

@@ -216,25 +216,40 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b=value` into its key path and its YAML-parsed value."""
+def parse_value(option: str, text: str) -> Any:
+    """A value written on the command line, read as YAML (`0.6`, `true`, `[300,2000]`, `paper`)."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    except RecursionError:
+        raise ConfigError(f"{option}: the value nests lists or mappings too deeply") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` as its dotted key and its YAML-parsed value."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. poster.ipc=0.6")
-    try:
-        parsed = yaml.load(value, Loader=_NoAliasLoader) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    except RecursionError:
-        raise ConfigError(f"--set {key.strip()}: the value nests lists or mappings too deeply") from None
-    return key.strip().split("."), parsed
+    return key.strip(), parse_value(f"--set {key.strip()}", value)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """A copy of `raw` with each `a.b=value` override applied in order."""
+def format_override(key: str, value: Any) -> str:
+    """`key=value` as `--set` takes it, for array maps and manifests."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return f"{key}={text}"
+
+
+def apply_overrides(raw: dict, overrides: list[tuple[str, Any]]) -> dict:
+    """A copy of `raw` with each (dotted key, value) override applied in order."""
     out = json.loads(json.dumps(raw, default=list))
-    for text in overrides:
-        path, value = parse_override(text)
+    for key, value in overrides:
+        path = key.split(".")
         node = out
         for part in path[:-1]:
             child = node.get(part)
@@ -331,7 +346,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _resolve_variant(stages: StagesConfig) -> StagesConfig:
+def resolve_variant(stages: StagesConfig) -> StagesConfig:
     """Fill every option left empty from the chosen §10.4 preset, so the stored config is explicit."""
     preset = VARIANTS[stages.variant]
     filled = {k: v for k, v in preset.items() if getattr(stages, k) is None}
@@ -366,7 +381,7 @@ def _check_relations(cfg: RunConfig) -> None:
 def build_config(raw: dict) -> RunConfig:
     """A validated RunConfig from a raw mapping; presets resolved to explicit values."""
     cfg = _build(RunConfig, raw, "")
-    cfg = dataclasses.replace(cfg, ppodd=_resolve_variant(cfg.ppodd))
+    cfg = dataclasses.replace(cfg, ppodd=resolve_variant(cfg.ppodd))
     _check_relations(cfg)
     return cfg
 
@@ -374,7 +389,7 @@ def build_config(raw: dict) -> RunConfig:
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """The run config from a YAML file (or the defaults) with `a.b=value` overrides applied."""
     raw = read_yaml(path) if path is not None else {}
-    return build_config(apply_overrides(raw, list(overrides or [])))
+    return build_config(apply_overrides(raw, [parse_override(text) for text in overrides or []]))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -387,7 +402,37 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+# The config keys that say where or how fast a run goes, not what it computes: moving the data
+# folder, the cache, the device, the thread count, the checkpoint cadence, splitting the real batch
+# into chunks (the same gradient by construction) or the test batch leaves a cell the same cell.
+# They stay out of the cell's digest, so a rerun elsewhere finds and resumes its files, and out of
+# the summary's settings, so they never split a table row.
+RUN_ONLY_KEYS = ("device", "threads", "checkpoint_minutes", "data.root", "data.cache_dir", "data.download",
+                 "distill.real_subbatch", "eval.test_batch")
+
+
+def result_fields(cfg: RunConfig) -> dict:
+    """The config as a mapping without RUN_ONLY_KEYS: everything that shapes a result."""
+    out = to_dict(cfg)
+    for key in RUN_ONLY_KEYS:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        del node[last]
+    return out
+
+
 def config_digest(cfg: RunConfig) -> str:
-    """A short, stable hash of everything that shapes a result (used to key output paths)."""
-    text = json.dumps(to_dict(cfg), sort_keys=True)
+    """A short, stable hash of everything that shapes a result (it names the cell's files)."""
+    return _digest(result_fields(cfg))
+
+
+def legacy_digest(cfg: RunConfig) -> str:
+    """The digest ppodd 0.1 named files with: every field, RUN_ONLY_KEYS included."""
+    return _digest(to_dict(cfg))
+
+
+def _digest(fields: dict) -> str:
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]

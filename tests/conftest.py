@@ -3,6 +3,7 @@ import os
 import pytest
 import structlog
 
+from ppodd.cell.host import Host
 from ppodd.cell.progress import configure_logging
 
 # A run small enough to go through every stage of the real pipeline in a few seconds.
@@ -18,6 +19,12 @@ TINY = [
 def tiny_overrides(tmp_path):
     """Overrides that shrink configs/demo.yaml to a seconds-long run with a private cache."""
     return TINY + [f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture
+def host(tmp_path):
+    """This machine as a run sees it, with a private cache and no Slurm CPU grant."""
+    return Host(cache_dir=tmp_path / "host-cache")
 
 
 @pytest.fixture

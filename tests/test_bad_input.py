@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ppodd.cluster import jobs
+from ppodd.storage.manifest import MANIFEST
 from ppodd.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,9 +118,9 @@ def workspace(tmp_path, monkeypatch):
         (tmp_path / folder).mkdir(parents=True)
     monkeypatch.setenv("PPODD_CACHE", str(tmp_path / "cache"))
     submitted = []
-    monkeypatch.setattr(jobs, "submit_slurm", lambda *a, **k: submitted.append(a) or [])
-    monkeypatch.setattr(jobs, "run_local", lambda *a, **k: submitted.append(a))
-    monkeypatch.setattr(jobs, "run_debug", lambda *a, **k: submitted.append(a))
+    monkeypatch.setattr("ppodd.cluster.slurm.submit_slurm", lambda *a, **k: submitted.append(a) or [])
+    monkeypatch.setattr("ppodd.cluster.submit.run_local", lambda *a, **k: submitted.append(a))
+    monkeypatch.setattr("ppodd.cluster.submit.run_debug", lambda *a, **k: submitted.append(a))
     return tmp_path, submitted
 
 
@@ -192,7 +192,7 @@ def _newer(path: Path) -> Path:
 
 def test_run_and_submit_newer_result_at_cell_path_exit_2_file_kept(workspace):
     from ppodd.config import load_config
-    from ppodd.cell.run import result_name
+    from ppodd.cell.identity import result_name
 
     tmp, submitted = workspace
     out = tmp / "out"
@@ -252,11 +252,11 @@ def test_status_and_submit_newer_manifest_exit_2_manifest_kept(workspace):
     tmp, submitted = workspace
     out = tmp / "out"
     out.mkdir()
-    manifest = out / jobs.MANIFEST
+    manifest = out / MANIFEST
     manifest.write_text('{"format": "ppodd-manifest", "format_version": 2, "cells": {}, "submissions": []}\n')
     before = manifest.read_text()
     says = "manifest format_version 2 is not one this ppodd reads (1); upgrade ppodd"
     assert_one_line_exit_2(runner.invoke(app, ["status", str(out)]), says)
     assert_one_line_exit_2(invoke("submit", [], tmp, out), says)
-    assert manifest.read_text() == before and [p.name for p in out.iterdir()] == [jobs.MANIFEST]
+    assert manifest.read_text() == before and [p.name for p in out.iterdir()] == [MANIFEST]
     assert not submitted

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ppodd.config import load_config
-from ppodd.datasets.images import load_dataset
+from ppodd.datasets.catalog import load_dataset
 from ppodd.cell.prepare import build_geometry
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.xz"

@@ -11,10 +11,9 @@ from ppodd.method.class_order import (
     antidiagonal_cells,
     greedy_order,
     identity_order,
-    load_order_json,
-    resolve_class_order,
     superclass_order_cifar100,
 )
+from ppodd.cell.class_grid import load_order_json, resolve_class_order
 from ppodd.errors import ConfigError
 
 # §4: the derived CIFAR-100 superclass fallback, order[row][col].

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from ppodd.method.class_order import load_order_json
+from ppodd.cell.class_grid import load_order_json
 from ppodd.datasets.clip_order import cosine_distance, main, poco_order
 from ppodd.errors import ConfigError
 

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 import ppodd
-from ppodd.cluster import jobs
+from ppodd.cluster import grid, slurm, submission, task
+from ppodd.cell.identity import CellFiles
 from ppodd.cli import app
 from ppodd.cluster.container import PYTHON, parse_container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
@@ -310,11 +311,11 @@ def test_version_mismatch_names_each_differing_package():
 def test_cell_task_with_other_versions_fails_before_work_and_status_shows_one_line(tmp_path, monkeypatch):
     out = tmp_path / "r"
     out.mkdir()
-    (cell,) = jobs.expand_grid("configs/demo.yaml", [], [], [], [], [], out)
-    jobs.record_submission(out, [cell], "local", None, [{"array_index": 0, "job_id": None, "cell": cell.name}],
-                           [], ["ppodd", "submit"])
-    task = jobs.CellTask(cell.config, str(cell.path))
-    assert (task.version, task.submitit_version) == (ppodd.__version__, jobs.submitit.__version__)
+    (cell,) = grid.expand_grid("configs/demo.yaml", [], [], [], [], [], out)
+    submission.record_submission(out, [cell], "local", None, [{"array_index": 0, "job_id": None, "cell": cell.name}],
+                                 [], ["ppodd", "submit"])
+    cell_task = task.CellTask(cell.config, str(cell.path), cell.files.digest)
+    assert (cell_task.version, cell_task.submitit_version) == (ppodd.__version__, slurm.submitit.__version__)
     monkeypatch.setattr(ppodd, "__version__", "9.9.9")  # the image holds another ppodd than the submitter
 
     def must_not_run(*args, **kwargs):
@@ -322,8 +323,8 @@ def test_cell_task_with_other_versions_fails_before_work_and_status_shows_one_li
 
     monkeypatch.setattr("ppodd.cell.run.run_cell", must_not_run)
     with pytest.raises(PpoddError, match="version mismatch: ppodd 9.9.9 here but 0.1.0 at submission"):
-        task()
-    record = json.loads(jobs.state_path(cell.path).read_text())
+        cell_task()
+    record = json.loads(cell.files.state.read_text())
     assert record["state"] == "failed" and record["error"].startswith("PpoddError: version mismatch: ppodd 9.9.9")
     assert not cell.path.exists()
     status = runner.invoke(app, ["status", str(out), "--format", "json"])
@@ -335,8 +336,9 @@ def test_record_submission_keeps_container_and_versions(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     container = parse_container(_image(tmp_path), [], out)
-    sub = jobs.record_submission(out, [], "slurm", jobs.SlurmOptions(), [], [], ["ppodd", "submit"], container)
+    sub = submission.record_submission(out, [], "slurm", slurm.executor_parameters(slurm.SlurmOptions()), [], [],
+                                       ["ppodd", "submit"], container)
     assert sub["container"] == {"image": str(tmp_path / "ppodd.sif"), "binds": [str(out)]}
-    assert sub["ppodd_version"] == ppodd.__version__ and sub["submitit_version"] == jobs.submitit.__version__
+    assert sub["ppodd_version"] == ppodd.__version__ and sub["submitit_version"] == slurm.submitit.__version__
     with pytest.raises(ConfigError):
         parse_container(tmp_path / "none.sif", [], out)

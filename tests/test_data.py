@@ -11,8 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import ppodd.datasets.images as data
-from ppodd.datasets.images import ImageData, SyntheticSpec, fingerprint_tensors, load_dataset, make_synthetic
+import ppodd.datasets.imagefolder as imagefolder
+from ppodd.config import SyntheticConfig, load_config
+from ppodd.datasets.catalog import load_dataset
+from ppodd.datasets.images import ImageData, fingerprint_tensors
+from ppodd.datasets.synthetic import make_synthetic
 from ppodd.errors import ConfigError, DataError
 
 CLASSES = ("cat", "airplane", "dog")  # written unsorted on purpose
@@ -52,24 +55,24 @@ def test_make_synthetic_default_spec_shapes_range_and_balanced_labels():
 
 
 def test_make_synthetic_same_seed_identical_other_seed_differs():
-    spec = SyntheticSpec(num_classes=3, image_size=8, train_per_class=5, test_per_class=2, seed=4)
+    spec = SyntheticConfig(num_classes=3, image_size=8, train_per_class=5, test_per_class=2, seed=4)
     a, b = make_synthetic(spec), make_synthetic(spec)
-    c = make_synthetic(SyntheticSpec(3, 8, 5, 2, seed=5))
+    c = make_synthetic(SyntheticConfig(3, 8, 5, 2, seed=5))
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_x, b.test_x)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert not torch.equal(a.train_x, c.train_x)
 
 
 def test_make_synthetic_nearest_centroid_well_above_chance_not_perfect():
-    d = make_synthetic(SyntheticSpec(num_classes=4, image_size=16, train_per_class=60, test_per_class=40))
+    d = make_synthetic(SyntheticConfig(num_classes=4, image_size=16, train_per_class=60, test_per_class=40))
     centroids = torch.stack([d.train_x[d.train_y == k].mean(0) for k in range(4)]).flatten(1)
     acc = (torch.cdist(d.test_x.flatten(1), centroids).argmin(1) == d.test_y).float().mean().item()
     assert 0.45 < acc < 0.95  # chance is 0.25
 
 
-def test_make_synthetic_zero_classes_raises_config_error():
-    with pytest.raises(ConfigError, match="data.synthetic.num_classes"):
-        make_synthetic(SyntheticSpec(num_classes=0))
+def test_synthetic_zero_classes_refused_by_the_config():
+    with pytest.raises(ConfigError, match="data.synthetic.num_classes: must be >= 2"):
+        load_config(None, ["data.synthetic.num_classes=0"])
 
 
 def test_load_dataset_unknown_name_lists_allowed_names():
@@ -193,7 +196,7 @@ def test_load_imagefolder_cache_hit_skips_decoding(tmp_path: Path, monkeypatch):
     def no_decode(paths):
         raise AssertionError("cache hit must not decode")
 
-    monkeypatch.setattr(data, "_decode_images", no_decode)
+    monkeypatch.setattr(imagefolder, "_decode_images", no_decode)
     second = load_dataset("imagefolder", tmp_path / "tree", cache_dir=cache)
     assert second.fingerprint == first.fingerprint and second.class_names == first.class_names
     assert torch.equal(second.train_x, first.train_x) and torch.equal(second.test_y, first.test_y)

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppodd.cluster import jobs
+from ppodd.cluster import grid
+
+from ppodd.storage.manifest import MANIFEST
 from ppodd.cli import app
 from ppodd.errors import ConfigError
 from ppodd.cluster.jobfile import load_experiment
@@ -18,7 +20,7 @@ EXPECTED_CELLS = {"table1-cifar10": 2 * 4 * 5, "table2-boost": 2 * 5, "table3-sa
 
 
 def expand(exp, out):
-    return jobs.expand_grid(exp.config, exp.sets, exp.methods, exp.ipcs, exp.seeds, exp.grid, out)
+    return grid.expand_grid(exp.config, exp.sets, exp.methods, exp.ipcs, exp.seeds, exp.grid, out)
 
 
 def test_every_shipped_job_file_is_listed_here():
@@ -50,9 +52,10 @@ def test_job_file_entries_parse_lists_scalars_and_mappings(tmp_path):
                     "set: {eval.nets: 1, distill.augment: false}\ngrid: {ppodd.boost: [0, 1.5]}\nout: r\n")
     exp = load_experiment(path)
     assert exp.config == tmp_path / "../configs/demo.yaml"
-    assert (exp.methods, exp.ipcs, exp.seeds) == (["podd"], ["0.6", "0.9"], [2, 0])
-    assert exp.sets == ["eval.nets=1", "distill.augment=false"]
-    assert exp.grid == [("ppodd.boost", ["0", "1.5"])]
+    # Values stay as YAML typed them: no round trip through text.
+    assert (exp.methods, exp.ipcs, exp.seeds) == (["podd"], [0.6, 0.9], [2, 0])
+    assert exp.sets == [("eval.nets", 1), ("distill.augment", False)]
+    assert exp.grid == [("ppodd.boost", [0, 1.5])]
     assert exp.out == Path("r")
 
 
@@ -87,7 +90,7 @@ def test_command_line_options_override_the_job_file(tmp_path, tiny_overrides):
             "--ipc", "0.9", "--seeds", "3"]
     result = runner.invoke(app, args + [a for o in tiny_overrides for a in ("--set", o)])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((out / jobs.MANIFEST).read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     files = sorted(p.name for p in out.glob("*.h5"))
     assert len(files) == 1 and files[0].startswith("podd-synthetic-ipc0.9-seed3-")
     assert len(manifest["cells"]) == 1

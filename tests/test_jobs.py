@@ -1,11 +1,16 @@
 import json
 import os
+import socket
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from ppodd.cluster import jobs
+from ppodd.cluster import grid, slurm, status, submission
+
+from ppodd.cell.identity import CellFiles
+
+from ppodd.atomic import write_json
 from ppodd.cli import app
 from ppodd.errors import ConfigError
 
@@ -20,29 +25,29 @@ def sets(overrides):
 @pytest.mark.parametrize("spec, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]),
                                          ("0-4,9", [0, 1, 2, 3, 4, 9]), ("3", [3]), ("1-2,2,1", [1, 2])])
 def test_parse_seeds_specs_give_seeds_in_order(spec, seeds):
-    assert jobs.parse_seeds(spec) == seeds
+    assert grid.parse_seeds(spec) == seeds
 
 
 @pytest.mark.parametrize("spec", ["4-0", "a", "1-b", "", "1,,2", "-3", "0-4-5"])
 def test_parse_seeds_reversed_or_non_numeric_raises_config_error(spec):
     with pytest.raises(ConfigError, match="--seeds"):
-        jobs.parse_seeds(spec)
+        grid.parse_seeds(spec)
 
 
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30:00", 90), ("2-00:00:00", 2880), ("0:00:30", 1)])
 def test_parse_time_formats_give_minutes(text, minutes):
-    assert jobs.parse_time(text) == minutes
+    assert slurm.parse_time(text) == minutes
 
 
 def test_parse_sbatch_flags_become_additional_parameters():
-    assert jobs.parse_sbatch(("--constraint=a100", "--exclusive")) == {"constraint": "a100", "exclusive": True}
+    assert slurm.parse_sbatch(("--constraint=a100", "--exclusive")) == {"constraint": "a100", "exclusive": True}
     with pytest.raises(ConfigError, match="--sbatch"):
-        jobs.parse_sbatch(("constraint a100",))
+        slurm.parse_sbatch(("constraint a100",))
 
 
 def test_expand_grid_cross_product_has_every_cell(tmp_path):
-    cells = jobs.expand_grid("configs/demo.yaml", [], ["ppodd", "podd"], ["0.6", "0.9"], [0, 1],
-                             jobs.parse_grid(["ppodd.boost=0,1.5"]), tmp_path)
+    cells = grid.expand_grid("configs/demo.yaml", [], ["ppodd", "podd"], ["0.6", "0.9"], [0, 1],
+                             grid.parse_grid(["ppodd.boost=0,1.5"]), tmp_path)
     assert len(cells) == 2 * 2 * 2 * 2
     assert len({c.path for c in cells}) == 16
     assert cells[0].overrides == ("method=ppodd", "poster.ipc=0.6", "ppodd.boost=0", "seed=0")
@@ -53,9 +58,9 @@ def test_expand_grid_cross_product_has_every_cell(tmp_path):
 
 
 def test_expand_grid_same_inputs_give_same_paths_other_config_another(tmp_path):
-    first = jobs.expand_grid("configs/demo.yaml", [], [], ["0.9"], [0, 1], [], tmp_path)
-    again = jobs.expand_grid("configs/demo.yaml", [], [], ["0.9"], [0, 1], [], tmp_path)
-    other = jobs.expand_grid("configs/demo.yaml", ["distill.window=5"], [], ["0.9"], [0, 1], [], tmp_path)
+    first = grid.expand_grid("configs/demo.yaml", [], [], ["0.9"], [0, 1], [], tmp_path)
+    again = grid.expand_grid("configs/demo.yaml", [], [], ["0.9"], [0, 1], [], tmp_path)
+    other = grid.expand_grid("configs/demo.yaml", [("distill.window", 5)], [], ["0.9"], [0, 1], [], tmp_path)
     assert [c.path for c in first] == [c.path for c in again]
     assert first[0].path.name.startswith("ppodd-synthetic-ipc0.9-seed0-")
     assert first[0].path.parent == tmp_path.absolute()
@@ -64,7 +69,7 @@ def test_expand_grid_same_inputs_give_same_paths_other_config_another(tmp_path):
 
 def test_expand_grid_unknown_key_raises_config_error(tmp_path):
     with pytest.raises(ConfigError, match="nokey"):
-        jobs.expand_grid("configs/demo.yaml", [], [], [], [], jobs.parse_grid(["nokey=1"]), tmp_path)
+        grid.expand_grid("configs/demo.yaml", [], [], [], [], grid.parse_grid(["nokey=1"]), tmp_path)
 
 
 def _dry_run_text(out):
@@ -114,7 +119,7 @@ def test_submit_slurm_out_with_whitespace_exits_2(tmp_path):
 
 
 def test_submit_local_runs_grid_writes_manifest_then_skips_done(tmp_path, tiny_overrides):
-    from ppodd.storage.runfile import read_summary
+    from ppodd.storage.reader import read_summary
 
     out = tmp_path / "r"
     args = ["submit", "--config", "configs/demo.yaml", *sets(tiny_overrides), "--seeds", "0-1",
@@ -138,28 +143,28 @@ def test_submit_local_runs_grid_writes_manifest_then_skips_done(tmp_path, tiny_o
 
 
 def _fake_submission(out, names, cluster="local", job_ids=None):
-    cells = [jobs.Cell((f"seed={i}",), {"seed": i}, out / f"{n}.h5") for i, n in enumerate(names)]
+    cells = [grid.Cell((f"seed={i}",), {"seed": i}, CellFiles(out / f"{n}.h5")) for i, n in enumerate(names)]
     tasks = [{"array_index": i, "job_id": (job_ids or [None] * len(names))[i], "cell": n}
              for i, n in enumerate(names)]
     out.mkdir(parents=True, exist_ok=True)
-    jobs.record_submission(out, cells, cluster, None, tasks, [], ["ppodd", "submit"])
+    submission.record_submission(out, cells, cluster, None, tasks, [], ["ppodd", "submit"])
     return cells
 
 
 def test_cell_statuses_read_states_from_files(tmp_path):
     out = tmp_path / "r"
     cells = _fake_submission(out, ["failed", "running", "stopped", "pending", "requeued"])
-    base = {"host": jobs.socket.gethostname(), "restarts": 0}
-    jobs._write_json(jobs.state_path(cells[0].path), {**base, "state": "failed", "pid": 1,
+    base = {"host": socket.gethostname(), "restarts": 0}
+    write_json(CellFiles(cells[0].path).state, {**base, "state": "failed", "pid": 1,
                                                       "error": "PpoddError: checkpoint x cannot be read"})
-    jobs._write_json(jobs.state_path(cells[1].path), {**base, "state": "running", "pid": os.getpid()})
+    write_json(CellFiles(cells[1].path).state, {**base, "state": "running", "pid": os.getpid()})
     cells[2].path.with_suffix(".ckpt").write_bytes(b"")
-    rows = jobs.cell_statuses(out, None)
+    rows = status.cell_statuses(out, None)
     assert [(r.cell, r.state) for r in rows] == [("failed", "failed"), ("running", "running"),
                                                  ("stopped", "incomplete"), ("pending", "pending"),
                                                  ("requeued", "pending")]
     assert rows[0].detail == "PpoddError: checkpoint x cannot be read"
-    table = jobs.status_table(rows)
+    table = status.status_table(rows)
     assert table.splitlines()[-1] == "2 pending, 1 running, 1 failed, 1 incomplete"
 
 
@@ -167,9 +172,9 @@ def test_cell_statuses_slurm_queue_states(tmp_path):
     out = tmp_path / "r"
     cells = _fake_submission(out, ["queued", "requeued", "running", "vanished"], "slurm",
                              ["7_0", "7_1", "7_2", "7_3"])
-    jobs._write_json(jobs.state_path(cells[1].path), {"state": "requeued", "restarts": 0})
+    write_json(CellFiles(cells[1].path).state, {"state": "requeued", "restarts": 0})
     queue = {"7_0": "PENDING", "7_1": "PENDING", "7_2": "RUNNING"}
-    rows = jobs.cell_statuses(out, queue)
+    rows = status.cell_statuses(out, queue)
     assert [r.state for r in rows] == ["pending", "requeued", "running", "failed"]
     assert "left the queue without a result" in rows[3].detail
 
@@ -203,10 +208,10 @@ def test_submit_slurm_splits_arrays_at_max_array_size(tmp_path, monkeypatch):
             arrays[-1].append(task)
             return Job(f"{len(arrays)}_{len(arrays[-1]) - 1}")
 
-    monkeypatch.setattr(jobs.submitit, "SlurmExecutor", Executor)
-    monkeypatch.setattr(jobs, "max_array_size", lambda: 2)
-    cells = jobs.expand_grid("configs/demo.yaml", [], [], [], [0, 1, 2, 3, 4], [], tmp_path)
-    tasks = jobs.submit_slurm(cells, tmp_path, jobs.SlurmOptions())
+    monkeypatch.setattr(slurm.submitit, "SlurmExecutor", Executor)
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 2)
+    cells = grid.expand_grid("configs/demo.yaml", [], [], [], [0, 1, 2, 3, 4], [], tmp_path)
+    tasks = slurm.submit_slurm(cells, tmp_path, slurm.SlurmOptions())
     assert [len(a) for a in arrays] == [2, 2, 1]
     assert [(t["array_index"], t["job_id"]) for t in tasks] == [(0, "1_0"), (1, "1_1"), (0, "2_0"), (1, "2_1"),
                                                                (0, "3_0")]

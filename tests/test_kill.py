@@ -32,8 +32,9 @@ import torch
 
 from ppodd.storage.checkpoint import load_checkpoint
 from ppodd.config import config_digest, load_config
-from ppodd.cell.run import result_name
-from ppodd.storage.runfile import StoreError, read_summary
+from ppodd.cell.identity import result_name
+from ppodd.storage.reader import read_summary
+from ppodd.storage.runfile import StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = REPO / "tests" / "kill_target.py"

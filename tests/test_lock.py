@@ -62,13 +62,15 @@ def test_cell_lock_other_cells_lock_independently(tmp_path, holder):
 
 
 def test_cell_task_of_a_cell_another_task_runs_refuses_and_keeps_its_record(tmp_path, holder):
-    from ppodd.cluster import jobs
+    from ppodd.cluster import task
+    from ppodd.cell.identity import CellFiles
+    from ppodd.atomic import write_json
     from ppodd.config import load_config, to_dict
 
     path = tmp_path / "cell.h5"
     proc = holder(path.with_suffix(".lock"))
     record = {"state": "running", "pid": proc.pid, "host": socket.gethostname()}
-    jobs._write_json(jobs.state_path(path), record)
+    write_json(CellFiles(path).state, record)
     with pytest.raises(LockedError, match=f"pid {proc.pid}"):
-        jobs.CellTask(to_dict(load_config("configs/demo.yaml")), str(path))()
-    assert json.loads(jobs.state_path(path).read_text()) == record
+        task.CellTask(to_dict(load_config("configs/demo.yaml")), str(path), "")()
+    assert json.loads(CellFiles(path).state.read_text()) == record

@@ -11,10 +11,11 @@ from PIL import Image
 from test_summary import H, TILE, W, fake_grid, fake_run
 from typer.testing import CliRunner
 
+from ppodd.cell.host import Host
 from ppodd.report import plots
 from ppodd.cli import app
 from ppodd.config import load_config
-from ppodd.datasets.images import SyntheticSpec, load_dataset
+from ppodd.datasets.catalog import load_dataset
 from ppodd.errors import PpoddError
 from ppodd.report.gather import gather
 from ppodd.report.summary import summarize
@@ -70,12 +71,12 @@ def test_plot_run_file_writes_every_figure_at_its_size(tmp_path):
 
 def test_plot_refits_missing_zca_from_the_runs_data_then_uses_cache(tmp_path, monkeypatch):
     cfg = load_config("configs/demo.yaml", list(SYNTHETIC))
-    data = load_dataset("synthetic", "", synthetic=SyntheticSpec(**dataclasses.asdict(cfg.data.synthetic)))
+    data = load_dataset("synthetic", "", synthetic=cfg.data.synthetic)
     _, matrix_inv, key = load_or_fit_zca(data.train_x, data.fingerprint, cfg.data.zca_reg, None)
     cache = tmp_path / "cache"
     path = fake_run(tmp_path, sets=SYNTHETIC + (f"data.cache_dir={cache}",), zca_key=key)
     warnings = []
-    plots.run_figures(path, tmp_path / "fig", warn=warnings.append)
+    plots.run_figures(path, tmp_path / "fig", Host(tmp_path / "host-cache"), warn=warnings.append)
     assert warnings == [] and (cache / f"zca-{key}.pt").is_file()
     used = []
     original = plots.unwhiten
@@ -85,7 +86,8 @@ def test_plot_refits_missing_zca_from_the_runs_data_then_uses_cache(tmp_path, mo
         return original(poster, geometry, inverse)
 
     monkeypatch.setattr(plots, "unwhiten", spy)
-    plots.run_figures(path, tmp_path / "fig2", zca=cache / f"zca-{key}.pt", warn=warnings.append)
+    plots.run_figures(path, tmp_path / "fig2", Host(tmp_path / "host-cache"), zca=cache / f"zca-{key}.pt",
+                      warn=warnings.append)
     assert warnings == [] and len(used) == 3 and np.allclose(used[0], matrix_inv.numpy())
 
 
@@ -97,7 +99,7 @@ def test_plot_zca_file_of_another_fit_refused_and_missing_data_warns(tmp_path):
                                  "--zca", str(tmp_path / "cache" / f"zca-{key}.pt")])
     assert result.exit_code == 1 and "does not hold the ZCA fit 0123456789abcdef" in result.stderr
     warnings = []
-    paths = plots.run_figures(path, tmp_path / "fig", warn=warnings.append)
+    paths = plots.run_figures(path, tmp_path / "fig", Host(tmp_path / "host-cache"), warn=warnings.append)
     assert len(warnings) == 1 and "drawing the whitened posters" in warnings[0]
     assert all(p.is_file() for p in paths)
 
@@ -112,7 +114,7 @@ def test_grid_figures_one_pair_per_dataset(tmp_path):
 
 def test_run_figures_missing_file_is_a_store_error(tmp_path):
     with pytest.raises(PpoddError, match="no such file"):
-        plots.run_figures(tmp_path / "absent.h5", tmp_path / "fig")
+        plots.run_figures(tmp_path / "absent.h5", tmp_path / "fig", Host(tmp_path / "host-cache"))
 
 
 def test_cell_edges_split_tile_overlaps_in_the_middle():

@@ -4,13 +4,16 @@ import torch
 
 from ppodd.config import load_config
 from ppodd.errors import ConfigError
-from ppodd.cell.run import Interrupted, result_name, run_cell
-from ppodd.storage.runfile import read_run
+from ppodd.cell.host import Host
+from ppodd.cell.identity import cell_files, result_name
+from ppodd.cell.run import run_cell
+from ppodd.cell.stages import Interrupted
+from ppodd.storage.reader import read_run
 
 
 def run(tmp_path, overrides, log, out="out", **kw):
     cfg = load_config("configs/demo.yaml", overrides)
-    return cfg, run_cell(cfg, tmp_path / out, log, bar=False, **kw)
+    return cfg, run_cell(cfg, cell_files(cfg, tmp_path / out), Host(tmp_path / "cache"), log, bar=False, **kw)
 
 
 def assert_same_results(a, b):
@@ -181,15 +184,17 @@ def test_run_cell_checkpoint_write_fails_one_line_previous_checkpoint_intact_the
 
 def test_run_cell_result_write_fails_one_line_rerun_writes_without_evaluating(
         tmp_path, tiny_overrides, log, monkeypatch):
-    import ppodd.cell.run
+    import ppodd.cell.stages
+    import ppodd.storage.writer
     from ppodd.errors import PpoddError
 
-    monkeypatch.setattr(ppodd.cell.run, "write_run", _disk_full)
+    # The disk fills up while the run file is written, after every evaluation.
+    monkeypatch.setattr(ppodd.storage.writer, "_write_layout", _disk_full)
     with pytest.raises(PpoddError, match=r"cannot write result .*No space left on device.*rerun to write it"):
         run(tmp_path, tiny_overrides, log)
     monkeypatch.undo()
-    assert not list((tmp_path / "out").glob("*.h5"))
-    monkeypatch.setattr(ppodd.cell.run, "evaluate_pool", lambda *a, **k: pytest.fail("evaluated again"))
+    assert not list((tmp_path / "out").glob("*.h5")) and not list((tmp_path / "out").glob(".*.tmp"))
+    monkeypatch.setattr(ppodd.cell.stages, "evaluate_pool", lambda *a, **k: pytest.fail("evaluated again"))
     _, path = run(tmp_path, tiny_overrides, log)
     assert read_run(path).final_pool.per_net.shape == (2, 2)
 
@@ -220,7 +225,7 @@ def test_run_cell_complete_result_beside_leftovers_of_a_killed_run_tidies_them(t
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
-def test_prepare_makes_gpu_convolutions_full_float32(tiny_overrides):
+def test_prepare_makes_gpu_convolutions_full_float32(tmp_path, tiny_overrides):
     # cuDNN's default for float32 convolutions is TF32 on Ampere and later GPUs; a run must not
     # silently compute in 10-bit mantissas there. The flag is process-wide, so restore it.
     from ppodd.cell.prepare import prepare
@@ -229,7 +234,7 @@ def test_prepare_makes_gpu_convolutions_full_float32(tiny_overrides):
     saved = conv.fp32_precision
     conv.fp32_precision = "tf32"
     try:
-        prepare(load_config("configs/demo.yaml", tiny_overrides))
+        prepare(load_config("configs/demo.yaml", tiny_overrides), Host(tmp_path / "cache"))
         assert conv.fp32_precision == "ieee"
     finally:
         conv.fp32_precision = saved

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppodd.cluster import jobs
+from ppodd.cluster.slurm import slurm_reachable
 from ppodd.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def _start_cluster(base: Path) -> str:
     if done.returncode != 0:
         return f"scripts/slurm-local.sh start failed: {done.stderr.strip()[-500:]}"
     os.environ["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
-    return "" if jobs.slurm_reachable() else "a cluster was started but no controller answers"
+    return "" if slurm_reachable() else "a cluster was started but no controller answers"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def slurm(tmp_path_factory):
     """A reachable Slurm controller with 2 fake GPUs, or a skip (a failure under CI) saying why."""
     started = None
     old_conf = os.environ.get("SLURM_CONF")
-    if not (old_conf and jobs.slurm_reachable()):
+    if not (old_conf and slurm_reachable()):
         base = tmp_path_factory.mktemp("slurm")
         why = _start_cluster(base)
         started = base
@@ -84,7 +84,7 @@ def _wait_until(check, seconds, what):
 
 
 def test_submit_slurm_grid_writes_every_cell_then_skips_done(slurm, tmp_path, tiny_overrides):
-    from ppodd.storage.runfile import read_summary
+    from ppodd.storage.reader import read_summary
 
     out = tmp_path / "r"
     overrides = tiny_overrides + ["threads=1"]
@@ -126,8 +126,10 @@ def test_submit_slurm_failing_cell_shows_failed_with_reason(slurm, tmp_path, tin
 def test_submit_slurm_preempted_cell_requeues_resumes_and_matches_uninterrupted(slurm, tmp_path, tiny_overrides,
                                                                                  log):
     from ppodd.config import load_config
+    from ppodd.cell.host import Host
+    from ppodd.cell.identity import cell_files
     from ppodd.cell.run import run_cell
-    from ppodd.storage.runfile import read_run
+    from ppodd.storage.reader import read_run
 
     out = tmp_path / "r"
     overrides = tiny_overrides + ["threads=1", "distill.epochs=8"]
@@ -152,7 +154,8 @@ def test_submit_slurm_preempted_cell_requeues_resumes_and_matches_uninterrupted(
     text = err.read_text()
     assert "this job is preempted" in text and text.count('"event": "resume"') == 1
     path = out / f"{task['cell']}.h5"
-    reference = run_cell(load_config("configs/demo.yaml", overrides), tmp_path / "ref", log, bar=False)
+    cfg = load_config("configs/demo.yaml", overrides)
+    reference = run_cell(cfg, cell_files(cfg, tmp_path / "ref"), Host(tmp_path / "cache"), log, bar=False)
     resumed, straight = read_run(path), read_run(reference)
     assert path.name == reference.name
     assert [s.poster.tolist() for s in resumed.stages] == [s.poster.tolist() for s in straight.stages]

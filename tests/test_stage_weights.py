@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
+from ppodd.config import ConfigError, load_config
 from ppodd.method.stage_weights import (
     CODE_OPTIONS,
     PAPER_OPTIONS,
-    StageWeightOptions,
     stage_weights,
 )
 
@@ -71,7 +71,7 @@ def test_stage_weights_first_stage_is_live_only(opts):
 
 
 def test_stage_weights_presets_use_first_option_values_for_paper():
-    assert PAPER_OPTIONS == StageWeightOptions()
+    assert PAPER_OPTIONS == load_config(None, ["ppodd.variant=paper"]).ppodd
     assert (PAPER_OPTIONS.boost, PAPER_OPTIONS.min_weight, PAPER_OPTIONS.decay) == (1.5, 0.1, 0.5)
     assert PAPER_OPTIONS.max_slots is None and CODE_OPTIONS.max_slots == 5
 
@@ -187,9 +187,9 @@ def test_stage_weights_any_stage_count_sums_to_one(opts, stages):
 @pytest.mark.parametrize(
     "field", ["sampling", "pool_order", "boost_target", "decay_anchor", "acc_list", "floor_mode"]
 )
-def test_stage_weight_options_unknown_choice_raises_value_error(field):
-    with pytest.raises(ValueError, match=field):
-        StageWeightOptions(**{field: "bogus"})
+def test_stage_weight_options_unknown_choice_is_refused_by_the_config(field):
+    with pytest.raises(ConfigError, match=f"ppodd.{field}: 'bogus' is not one of"):
+        load_config(None, [f"ppodd.{field}=bogus"])
 
 
 def test_stage_weights_negative_accuracy_raises_value_error():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppodd.storage import runfile
+from ppodd.storage import folders, reader, runfile, writer
+from ppodd.atomic import WriteError
 from ppodd.errors import PpoddError
 from ppodd.storage.record import EvalResult, RunRecord, StageRecord
 
@@ -104,19 +105,19 @@ def _assert_records_equal(a: RunRecord, b: RunRecord) -> None:
 
 @pytest.fixture
 def run_file(tmp_path):
-    return runfile.write_run(_record(), tmp_path / "run.h5")
+    return writer.write_run(_record(), tmp_path / "run.h5")
 
 
 def test_read_run_after_write_run_round_trip_equal(tmp_path):
     record = _record()
-    path = runfile.write_run(record, tmp_path / "run.h5")
+    path = writer.write_run(record, tmp_path / "run.h5")
     assert path == tmp_path / "run.h5"
-    _assert_records_equal(record, runfile.read_run(path))
+    _assert_records_equal(record, reader.read_run(path))
 
 
 def test_write_run_written_again_reads_the_same(tmp_path):
-    first = runfile.read_run(runfile.write_run(_record(), tmp_path / "a.h5"))
-    second = runfile.read_run(runfile.write_run(first, tmp_path / "b.h5"))
+    first = reader.read_run(writer.write_run(_record(), tmp_path / "a.h5"))
+    second = reader.read_run(writer.write_run(first, tmp_path / "b.h5"))
     _assert_records_equal(first, second)
 
 
@@ -142,7 +143,7 @@ def test_write_run_layout_matches_docstring(run_file):
 
 def test_read_summary_root_scalars_match_record(run_file):
     record = _record()
-    summary = runfile.read_summary(run_file)
+    summary = reader.read_summary(run_file)
     assert summary["path"] == str(run_file)
     assert summary["format_version"] == 1
     assert (summary["method"], summary["dataset"], summary["ipc"], summary["seed"],
@@ -161,7 +162,7 @@ def test_read_summary_root_scalars_match_record(run_file):
 
 def test_read_summary_small_arrays_match_record(run_file):
     record = _record()
-    summary = runfile.read_summary(run_file)
+    summary = reader.read_summary(run_file)
     stage = summary["stage_list"][1]
     assert (stage["index"], stage["epochs"], stage["pool_pixels"]) == (2, 3, 18360)
     assert stage["pi_before"] == [0.4, 0.6] and stage["pi_after"] == [0.2, 0.3, 0.5]
@@ -186,12 +187,12 @@ def test_read_summary_any_file_never_reads_posters(run_file, monkeypatch):
         return read_dataset
 
     # Every dataset read of the readers goes through runfile._array or runfile._numbers.
-    monkeypatch.setattr(runfile, "_array", spy(runfile._array))
-    monkeypatch.setattr(runfile, "_numbers", spy(runfile._numbers))
-    runfile.read_summary(run_file)
+    monkeypatch.setattr(reader, "_array", spy(reader._array))
+    monkeypatch.setattr(reader, "_numbers", spy(reader._numbers))
+    reader.read_summary(run_file)
     assert "final/pool/per_net" in read
     assert not [name for name in read if "poster" in name or "label" in name]
-    runfile.read_run(run_file)
+    reader.read_run(run_file)
     assert "poster" in read  # the spy does see poster reads where they happen
 
 
@@ -202,9 +203,9 @@ def test_write_run_failure_midway_leaves_no_file(tmp_path, monkeypatch):
         seen.append(group.file.filename)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(runfile, "_write_eval", broken)
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        runfile.write_run(_record(), tmp_path / "run.h5")
+    monkeypatch.setattr(writer, "_write_eval", broken)
+    with pytest.raises(WriteError, match="run.h5: disk on fire"):
+        writer.write_run(_record(), tmp_path / "run.h5")
     name = os.path.basename(seen[0])
     assert os.path.dirname(seen[0]) == str(tmp_path)
     assert name.startswith(".") and name.endswith(".tmp")
@@ -212,12 +213,12 @@ def test_write_run_failure_midway_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_write_run_failure_keeps_previous_file(tmp_path, monkeypatch):
-    path = runfile.write_run(_record(seed=1), tmp_path / "run.h5")
-    monkeypatch.setattr(runfile, "_write_stage", lambda group, stage: 1 / 0)
+    path = writer.write_run(_record(seed=1), tmp_path / "run.h5")
+    monkeypatch.setattr(writer, "_write_stage", lambda group, stage: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        runfile.write_run(_record(seed=2), path)
+        writer.write_run(_record(seed=2), path)
     assert os.listdir(tmp_path) == ["run.h5"]
-    assert runfile.read_summary(path)["seed"] == 1
+    assert reader.read_summary(path)["seed"] == 1
 
 
 @pytest.mark.parametrize("complete", [False, None])
@@ -228,7 +229,7 @@ def test_read_summary_incomplete_file_refused(run_file, complete):
         else:
             f.attrs["complete"] = complete
     with pytest.raises(runfile.IncompleteFileError) as err:
-        runfile.read_summary(run_file)
+        reader.read_summary(run_file)
     assert str(err.value) == (f"{run_file}: incomplete: the run has not finished or was "
                               "interrupted")
     assert err.value.reason == "incomplete"
@@ -238,7 +239,7 @@ def test_read_summary_newer_format_version_refused_with_upgrade_message(run_file
     with h5py.File(run_file, "r+") as f:
         f.attrs["format_version"] = np.int64(2)
     with pytest.raises(runfile.NewerFormatError) as err:
-        runfile.read_run(run_file)
+        reader.read_run(run_file)
     assert str(err.value) == (f"{run_file}: written by a newer ppodd (format_version 2 > 1); "
                               "upgrade ppodd to read it")
     assert isinstance(err.value, PpoddError) and err.value.reason == "newer"
@@ -248,7 +249,7 @@ def test_read_summary_unknown_older_format_version_refused(run_file):
     with h5py.File(run_file, "r+") as f:
         f.attrs["format_version"] = np.int64(0)
     with pytest.raises(runfile.ForeignFileError, match="format_version 0 is unknown"):
-        runfile.read_summary(run_file)
+        reader.read_summary(run_file)
 
 
 def test_read_summary_plain_hdf5_file_refused_as_foreign(tmp_path):
@@ -256,7 +257,7 @@ def test_read_summary_plain_hdf5_file_refused_as_foreign(tmp_path):
     with h5py.File(path, "w") as f:
         f["x"] = np.arange(3)
     with pytest.raises(runfile.ForeignFileError, match="no 'format' attribute") as err:
-        runfile.read_summary(path)
+        reader.read_summary(path)
     assert str(path) in str(err.value) and err.value.reason == "foreign"
 
 
@@ -265,16 +266,16 @@ def test_read_summary_other_format_refused_as_foreign(tmp_path):
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "anndata"
     with pytest.raises(runfile.ForeignFileError, match="format 'anndata'"):
-        runfile.read_summary(path)
+        reader.read_summary(path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.01])
 def test_read_summary_truncated_file_refused_as_corrupt(run_file, keep):
     data = run_file.read_bytes()
     run_file.write_bytes(data[:int(len(data) * keep)])
-    for reader in (runfile.read_summary, runfile.read_run):
+    for read in (reader.read_summary, reader.read_run):
         with pytest.raises(runfile.CorruptFileError) as err:
-            reader(run_file)
+            read(run_file)
         message = str(err.value)
         assert message.startswith(f"{run_file}: ") and "\n" not in message
         assert err.value.reason == "corrupt"
@@ -284,26 +285,26 @@ def test_read_summary_text_file_refused_as_not_hdf5(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("just some notes\n")
     with pytest.raises(runfile.CorruptFileError) as err:
-        runfile.read_summary(path)
+        reader.read_summary(path)
     assert str(err.value) == f"{path}: not an HDF5 file"
 
 
 def test_read_run_missing_file_refused(tmp_path):
     with pytest.raises(runfile.MissingFileError, match="no such file"):
-        runfile.read_run(tmp_path / "absent.h5")
+        reader.read_run(tmp_path / "absent.h5")
 
 
 def test_read_summary_missing_dataset_refused_as_corrupt(run_file):
     with h5py.File(run_file, "r+") as f:
         del f["final/pool/mean"]
     with pytest.raises(runfile.CorruptFileError, match="damaged run file"):
-        runfile.read_summary(run_file)
+        reader.read_summary(run_file)
 
 
 def test_write_run_unknown_provenance_value_stored_as_text(tmp_path):
     record = _record()
     record.provenance = {"device": torch.device("cpu"), "seconds_total": 12.5}
-    summary = runfile.read_summary(runfile.write_run(record, tmp_path / "run.h5"))
+    summary = reader.read_summary(writer.write_run(record, tmp_path / "run.h5"))
     assert summary["provenance"]["device"] == "cpu"
     assert summary["seconds"] == 12.5
 
@@ -311,18 +312,18 @@ def test_write_run_unknown_provenance_value_stored_as_text(tmp_path):
 def test_write_run_no_timing_seconds_is_nan(tmp_path):
     record = _record()
     record.provenance = {}
-    assert math.isnan(runfile.read_summary(runfile.write_run(record, tmp_path / "r.h5"))["seconds"])
+    assert math.isnan(reader.read_summary(writer.write_run(record, tmp_path / "r.h5"))["seconds"])
 
 
 def test_check_writable_existing_folder_passes(tmp_path):
-    runfile.check_writable(tmp_path / "new" / "sub", need_bytes=1)
+    folders.check_writable(tmp_path / "new" / "sub", need_bytes=1)
     assert (tmp_path / "new" / "sub").is_dir()
     assert os.listdir(tmp_path / "new" / "sub") == []
 
 
 def test_check_writable_too_little_space_names_bytes(tmp_path):
     with pytest.raises(PpoddError, match=r"bytes free, 1000000000000000000000 bytes needed") as err:
-        runfile.check_writable(tmp_path, need_bytes=10**21)
+        folders.check_writable(tmp_path, need_bytes=10**21)
     assert str(tmp_path) in str(err.value)
 
 
@@ -330,13 +331,13 @@ def test_check_writable_folder_under_a_file_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PpoddError, match="cannot create output folder"):
-        runfile.check_writable(blocker / "out", need_bytes=0)
+        folders.check_writable(blocker / "out", need_bytes=0)
 
 
 def test_read_archived_format_v1():
     path = Path(__file__).parent / "data" / "run-format-v1.h5"
-    record = runfile.read_run(path)
-    summary = runfile.read_summary(path)
+    record = reader.read_run(path)
+    summary = reader.read_summary(path)
     assert summary["format_version"] == 1 and summary["method"] == "ppodd"
     assert list(summary["poster_shape"]) == [3, 15, 38]
     assert len(record.stages) == 2 and record.stages[1].pi_before == summary["stage_list"][1]["pi_before"]
@@ -347,8 +348,8 @@ def test_read_scores_agrees_with_read_summary_for_cells_of_a_grid(tmp_path):
     for seed, ipc, method in ((0, 0.9, "ppodd"), (1, 0.6, "ppodd"), (2, 0.9, "podd")):
         record = _record(seed)
         record.config = {**record.config, "method": method, "poster": {"ipc": ipc}}
-        path = runfile.write_run(record, tmp_path / f"run{seed}.h5")
-        scores, summary = runfile.read_scores(path), runfile.read_summary(path)
+        path = writer.write_run(record, tmp_path / f"run{seed}.h5")
+        scores, summary = reader.read_scores(path), reader.read_summary(path)
         assert scores["config"] == summary["config"] == record.config
         for key in ("method", "dataset", "ipc", "seed", "variant", "stages", "final_accuracy",
                     "final_accuracy_live", "final_accuracy_pool", "pixels_live", "pixels_pool",
@@ -360,41 +361,41 @@ def test_read_scores_agrees_with_read_summary_for_cells_of_a_grid(tmp_path):
         for name in ("live", "pool"):
             assert scores["final"][name] == {k: summary["final"][name][k] for k in ("checkpoints", "mean")}
         scores["config"]["data"]["name"] = "changed"  # the parsed config is never shared
-        assert runfile.read_scores(path)["config"]["data"]["name"] == "synthetic"
+        assert reader.read_scores(path)["config"]["data"]["name"] == "synthetic"
 
 
 def test_read_scores_archived_format_v1_and_refusals(run_file):
     path = Path(__file__).parent / "data" / "run-format-v1.h5"
-    assert runfile.read_scores(path)["config"] == runfile.read_summary(path)["config"]
+    assert reader.read_scores(path)["config"] == reader.read_summary(path)["config"]
     with h5py.File(run_file, "r+") as f:
         f.attrs["complete"] = False
     with pytest.raises(runfile.IncompleteFileError):
-        runfile.read_scores(run_file)
+        reader.read_scores(run_file)
 
 
 def test_schema_bump_keeps_reading_older_files_and_refuses_newer(tmp_path, monkeypatch):
     # What a format_version 2 would do: add a reader per version and keep the old ones.
     archived = Path(__file__).parent / "data" / "run-format-v1.h5"
     used = []
-    v1 = runfile._SUMMARY_READERS[1]
+    v1 = reader._SUMMARY_READERS[1]
 
     def read_v2(*args, **kwargs):
         used.append(2)
         return {**v1(*args, **kwargs), "format_version": 2}
 
     monkeypatch.setattr(runfile, "FORMAT_VERSION", 2)
-    monkeypatch.setitem(runfile._SUMMARY_READERS, 2, read_v2)
-    assert runfile.read_summary(archived)["format_version"] == 1 and used == []
+    monkeypatch.setitem(reader._SUMMARY_READERS, 2, read_v2)
+    assert reader.read_summary(archived)["format_version"] == 1 and used == []
     for version, outcome in ((2, None), (3, runfile.NewerFormatError)):
         path = tmp_path / f"v{version}.h5"
         path.write_bytes(archived.read_bytes())
         with h5py.File(path, "r+") as f:
             f.attrs["format_version"] = np.int64(version)
         if outcome is None:
-            assert runfile.read_summary(path)["format_version"] == 2 and used == [2]
+            assert reader.read_summary(path)["format_version"] == 2 and used == [2]
         else:
             with pytest.raises(outcome, match=r"format_version 3 > 2\); upgrade ppodd") as err:
-                runfile.read_summary(path)
+                reader.read_summary(path)
             assert err.value.exit_code == 2
 
 

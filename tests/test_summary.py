@@ -16,12 +16,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ppodd.report import stats, summary
-from ppodd.storage import runfile as store
+from ppodd.report import records as record_fields, stats, summary
+from ppodd.storage import writer as store
 from ppodd.cli import app
 from ppodd.config import build_config, load_config, to_dict
 from ppodd.storage.record import EvalResult, RunRecord, StageRecord
-from ppodd.cell.run import result_name
+from ppodd.cell.identity import result_name
 
 runner = CliRunner()
 H, W, TILE, K = 15, 38, 8, 10
@@ -248,7 +248,7 @@ def test_summarize_manifest_cell_without_result_flagged_incomplete(tmp_path):
         cells[path.stem] = {"file": path.name, "overrides": [], "config": config}
     unfinished = paths[1]  # ppodd seed 1
     unfinished.rename(unfinished.with_suffix(".ckpt"))
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": "ppodd-manifest", "cells": cells}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "ppodd-manifest", "format_version": 1, "cells": cells, "submissions": []}))
     result = runner.invoke(app, ["summarize", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0 and result.stderr == ""
     document = json.loads(result.stdout)
@@ -395,7 +395,7 @@ def test_paired_interval_three_differences():
 
 def test_setting_keys_ignore_variant_implied_options_and_run_places():
     def record(variant: str, *sets: str) -> dict:
-        config = summary.flatten(to_dict(build_config({"ppodd": {"variant": variant}} | {})))
+        config = record_fields.flatten(to_dict(build_config({"ppodd": {"variant": variant}} | {})))
         for text in sets:
             key, value = text.split("=")
             config[key] = value

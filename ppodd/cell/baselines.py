@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
+from ppodd.cell.prepare import Prepared
+from ppodd.cell.stages import Evaluator, fresh_state
 from ppodd.errors import ConfigError
 from ppodd.method.poster import PosterGeometry, blend_strip
-from ppodd.storage.record import EvalResult
-from ppodd.cell.prepare import Prepared
-from ppodd.cell.run import Evaluator, fresh_state
 from ppodd.method.seeding import generator
-from ppodd.storage.runfile import read_run
+from ppodd.storage.reader import read_run
+from ppodd.storage.record import EvalResult
 
 KINDS = ("initial", "real")
 

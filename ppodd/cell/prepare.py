@@ -6,16 +6,16 @@ has) fails here, before any expensive work starts.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ppodd.method.class_order import resolve_class_order
+from ppodd.cell.class_grid import resolve_class_order
 from ppodd.config import RunConfig
-from ppodd.datasets.images import ImageData, SyntheticSpec, load_dataset
+from ppodd.cell.host import Host
+from ppodd.datasets.catalog import load_dataset
+from ppodd.datasets.images import ImageData
 from ppodd.errors import ConfigError
 from ppodd.method.labels import fixed_labels, learned_label_shape
 from ppodd.method.poster import PosterGeometry, make_geometry
@@ -24,11 +24,11 @@ from ppodd.datasets.zca import apply_zca, load_or_fit_zca
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def cache_dir(cfg: RunConfig) -> Path:
-    """Where ZCA matrices and decoded images are cached."""
+def cache_dir(cfg: RunConfig, host: Host) -> Path:
+    """Where ZCA matrices and decoded images are cached: the config's folder, else the host's."""
     if cfg.data.cache_dir:
         return Path(cfg.data.cache_dir).expanduser()
-    return Path(os.environ.get("PPODD_CACHE", "~/.cache/ppodd")).expanduser()
+    return host.cache_dir
 
 
 def select_device(name: str) -> torch.device:
@@ -119,11 +119,10 @@ def check_memory(cfg: RunConfig, geom: PosterGeometry, image_size: int, device: 
                           "set data.zca=false or use smaller images")
 
 
-def load_data(cfg: RunConfig) -> ImageData:
+def load_data(cfg: RunConfig, host: Host) -> ImageData:
     """The config's data set, unwhitened (decoded images are cached by `load_dataset`)."""
     d = cfg.data
-    syn = SyntheticSpec(**dataclasses.asdict(d.synthetic))
-    return load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg), synthetic=syn)
+    return load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg, host), synthetic=d.synthetic)
 
 
 def plan_poster(cfg: RunConfig, data: ImageData, device: torch.device) -> tuple[PosterGeometry, list[list[int]]]:
@@ -136,21 +135,21 @@ def plan_poster(cfg: RunConfig, data: ImageData, device: torch.device) -> tuple[
     return geom, resolve_class_order(cfg.poster.class_order, kind, geom.rows, geom.cols, data.num_classes)
 
 
-def fit_zca(cfg: RunConfig, data: ImageData) -> tuple[torch.Tensor, str]:
+def fit_zca(cfg: RunConfig, data: ImageData, host: Host) -> tuple[torch.Tensor, str]:
     """The ZCA matrix of `data` and its cache key, fitted once and then read from the cache."""
-    matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, cfg.data.zca_reg, cache_dir(cfg))
+    matrix, _, key = load_or_fit_zca(data.train_x, data.fingerprint, cfg.data.zca_reg, cache_dir(cfg, host))
     return matrix, key
 
 
-def prepare(cfg: RunConfig) -> Prepared:
+def prepare(cfg: RunConfig, host: Host) -> Prepared:
     """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
     device = select_device(cfg.device)
     use_ieee_float32()
-    data = load_data(cfg)
+    data = load_data(cfg, host)
     geom, order = plan_poster(cfg, data, device)
     train_x, test_x, key = data.train_x, data.test_x, ""
     if cfg.data.zca:
-        matrix, key = fit_zca(cfg, data)
+        matrix, key = fit_zca(cfg, data, host)
         train_x, test_x = apply_zca(train_x, matrix), apply_zca(test_x, matrix)
     labels, shape = None, None
     if cfg.poster.labels == "fixed":

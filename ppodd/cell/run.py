@@ -1,16 +1,15 @@
-"""One cell end to end: config → data → distillation → evaluation → store.
+"""One cell end to end: config → data → distillation → evaluation → run file.
 
 `run_cell` is what `ppodd run` and every array task call. It prepares everything that can fail on
-bad input before any work, resumes from the cell's checkpoint when one exists, runs the P-PoDD
-stage loop (PoDD is its single-stage case) in plain sight in `_distill`, and hands the finished
-`RunRecord` to `store.write_run`, which makes the result file appear atomically.
+bad input before any work, takes the cell's lock, resumes from the cell's checkpoint when one
+exists, runs the stage loop (`cell.stages`) and hands the finished `RunRecord` to
+`storage.writer.write_run`, which makes the result file appear atomically.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import platform
 import socket
 import subprocess
@@ -21,42 +20,20 @@ from pathlib import Path
 import torch
 
 import ppodd
-from ppodd.storage.checkpoint import RunState, free_bytes, load_checkpoint, save_checkpoint
-from ppodd.config import RunConfig, config_digest, to_dict
-from ppodd.method.distill import Pool, StepSettings, clip_by_ema, meta_gradient
-from ppodd.errors import PpoddError, describe
-from ppodd.method.evaluate import EvalSettings, evaluate_pool
-from ppodd.method.labels import init_label_map
-from ppodd.storage.lock import cell_lock
-from ppodd.method.poster import init_poster
+from ppodd.atomic import WriteError
+from ppodd.cell.host import Host
+from ppodd.cell.identity import CellFiles, is_complete
 from ppodd.cell.prepare import Prepared, prepare
 from ppodd.cell.progress import Progress
-from ppodd.storage.record import EvalResult, RunRecord, StageRecord
-from ppodd.method.seeding import generator
-from ppodd.method.stage_weights import StageWeightOptions, stage_weights
-from ppodd.storage.runfile import NewerFormatError, check_writable, read_summary, write_run
-
-
-class Interrupted(PpoddError):
-    """The run was asked to stop (a signal or a test); its checkpoint holds all finished work."""
-
-
-def result_name(cfg: RunConfig) -> str:
-    """The file name of a cell's result: readable fields plus a digest of the whole config."""
-    return (f"{cfg.method}-{cfg.data.name}-ipc{cfg.poster.ipc:g}-seed{cfg.seed}-"
-            f"{config_digest(cfg)}.h5")
-
-
-def fresh_state(prep: Prepared) -> RunState:
-    """The state before the first outer step: the initial poster (§3) and label map (§5.2)."""
-    poster = init_poster(prep.geom, generator(prep.cfg.seed, "poster", 0))
-    live_map = None
-    if prep.label_shape is not None:
-        live_map = init_label_map(*prep.label_shape, prep.order, prep.data.num_classes).to(prep.device)
-    return RunState(stage=0, epoch=0, step=0, live=poster.to(prep.device), live_map=live_map,
-                    optimizer={}, ema=None, bank=[], bank_labels=[], bank_maps=[], accs=[], pi=[1.0],
-                    initial_poster=poster.clone(),
-                    started=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+from ppodd.cell.stages import Evaluator, distill_stages, final_scores, fresh_state
+from ppodd.config import RunConfig, to_dict
+from ppodd.errors import PpoddError
+from ppodd.method.poster import PosterGeometry
+from ppodd.storage.checkpoint import RunState, load_checkpoint, save_checkpoint
+from ppodd.storage.folders import check_writable, free_bytes
+from ppodd.storage.lock import cell_lock
+from ppodd.storage.record import EvalResult, RunRecord
+from ppodd.storage.writer import write_run
 
 
 def _git_commit() -> str:
@@ -66,215 +43,6 @@ def _git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def _settings(cfg: RunConfig, num_classes: int) -> tuple[StepSettings, EvalSettings]:
-    d, m, e = cfg.distill, cfg.model, cfg.eval
-    step = StepSettings(d.batch_patches, d.window, d.inner_lr, d.real_subbatch, d.augment,
-                        num_classes, m.width, m.depth, cfg.poster.label_eps,
-                        checkpoint_window=d.checkpoint_window, real_bf16=d.real_bf16)
-    ev = EvalSettings(e.nets, e.checkpoints, e.lr, d.batch_patches, d.augment, num_classes,
-                      m.width, m.depth, e.test_batch)
-    return step, ev
-
-
-def weight_options(cfg: RunConfig) -> StageWeightOptions:
-    """The stage-weight options of a resolved config (§10.4, §10.5)."""
-    s = cfg.ppodd
-    return StageWeightOptions(boost=s.boost, min_weight=s.min_weight, decay=s.decay, bootstrap=s.bootstrap,
-                              sampling=s.sampling, pool_order=s.pool_order, boost_target=s.boost_target,
-                              decay_anchor=s.decay_anchor, acc_list=s.acc_list, floor_mode=s.floor_mode,
-                              max_slots=s.max_slots)
-
-
-def _pool(prep: Prepared, state: RunState) -> Pool:
-    geom = prep.geom
-    empty = state.live.new_zeros((0, 3, geom.height, geom.width))
-    labels = state.bank_labels or [state.live.new_zeros((0, geom.num_patches, geom.num_classes))]
-    frozen_labels = torch.stack(state.bank_labels) if state.bank_labels else labels[0]
-    return Pool(state.live, state.live_map, prep.fixed_labels,
-                torch.stack(state.bank) if state.bank else empty, frozen_labels)
-
-
-class Evaluator:
-    """Runs §9 evaluations for one prepared run, timing them into the run's phase seconds."""
-
-    def __init__(self, prep: Prepared, state: RunState, progress: Progress) -> None:
-        self.prep, self.state, self.progress = prep, state, progress
-        _, self.eval_settings = _settings(prep.cfg, prep.data.num_classes)
-
-    def evaluate(self, posters: torch.Tensor, labels: torch.Tensor, pi: list[float], members: list[int],
-                 *name: object) -> EvalResult:
-        """Train and test the evaluation nets on a pool (§9) and describe what they saw (D12)."""
-        start = time.monotonic()
-        gen = generator(self.prep.cfg.seed, "eval", *name)
-        per_net = evaluate_pool(posters, labels, torch.tensor(pi), self.prep.geom, self.prep.test_x,
-                                self.prep.test_y, self.eval_settings, gen)
-        seconds = time.monotonic() - start
-        self.state.seconds["evaluate"] = self.state.seconds.get("evaluate", 0.0) + seconds
-        used = sum(1 for w in pi if w > 0)
-        geom = self.prep.geom
-        result = EvalResult(list(self.eval_settings.checkpoints), per_net.double(), members, list(pi),
-                            used * geom.pixels, used * geom.effective_ipc, seconds)
-        self.progress.event("evaluation", what="/".join(map(str, name)), accuracy=round(result.final, 2),
-                            best=round(result.best, 2), pixels=result.pixels, seconds=round(seconds, 1))
-        return result
-
-
-def _members(state: RunState) -> list[int]:
-    return list(range(1, len(state.bank) + 1)) + [0]
-
-
-def _distill(prep: Prepared, state: RunState, progress: Progress,
-             checkpoint: Callable[[], None], should_stop: Callable[[], bool]) -> None:
-    """Run the stage loop from wherever `state` stands until every stage has ended (§8.4, §10)."""
-    cfg, geom = prep.cfg, prep.geom
-    d, s = cfg.distill, cfg.ppodd
-    engine = Evaluator(prep, state, progress)
-    step_settings, _ = _settings(cfg, prep.data.num_classes)
-    stages, per_stage = cfg.num_stages, cfg.distill.epochs // cfg.num_stages
-    n = prep.train_x.shape[0]
-    batch = min(d.real_batch, n)
-    steps = math.ceil(n / batch)
-    total = stages * per_stage * steps
-    opts = weight_options(cfg)
-    last_save = time.monotonic()
-
-    while state.stage < stages:
-        t = state.stage + 1
-        state.live.requires_grad_(True)
-        groups = [{"params": [state.live], "lr": d.outer_lr}]
-        if state.live_map is not None:
-            state.live_map.requires_grad_(True)
-            groups.append({"params": [state.live_map], "lr": d.outer_lr / cfg.poster.label_lr_scale})
-        optimizer = torch.optim.Adam(groups, lr=d.outer_lr, betas=(0.9, 0.999), eps=1e-8)
-        if state.optimizer:
-            optimizer.load_state_dict(state.optimizer)
-        pool = _pool(prep, state)
-        pi = torch.tensor(state.pi)
-
-        while state.epoch < per_stage:
-            epoch_gen = generator(cfg.seed, "epoch", state.stage, state.epoch)
-            # §8.3: c is drawn once per epoch, uniform on {ω₀ … Ω − ω}, and shared by its steps.
-            warmup = d.warmup if d.warmup >= 0 else int(torch.randint(
-                d.min_window, d.total_window - d.window + 1, (), generator=epoch_gen))
-            order = torch.randperm(n, generator=epoch_gen).to(prep.device)
-            while state.step < steps:
-                start = time.monotonic()
-                idx = order[state.step * batch:(state.step + 1) * batch]
-                optimizer.zero_grad(set_to_none=True)
-                loss = meta_gradient(pool, pi, geom, prep.train_x[idx], prep.train_y[idx], warmup,
-                                     step_settings,
-                                     generator(cfg.seed, "step", state.stage, state.epoch, state.step))
-                state.live.grad, state.ema, norm = clip_by_ema(state.live.grad, state.ema, d.clip_ema,
-                                                               d.clip_factor)
-                optimizer.step()
-                if state.live_map is not None:
-                    with torch.no_grad():
-                        state.live_map.clamp_(min=0)
-                state.step += 1
-                # One host sync per outer step for everything logged (it waits for the step on a GPU).
-                loss, norm, threshold = torch.stack([loss, norm, d.clip_factor * state.ema]).tolist()
-                for key, value in (("stage", t), ("epoch", state.stage * per_stage + state.epoch + 1),
-                                   ("warmup", warmup), ("loss", loss), ("grad_norm", norm),
-                                   ("clip_threshold", threshold)):
-                    state.curves.setdefault(key, []).append(value)
-                state.seconds["distill"] = state.seconds.get("distill", 0.0) + time.monotonic() - start
-                done = (state.stage * per_stage + state.epoch) * steps + state.step
-                progress.step(done, stage=t, epoch=state.stage * per_stage + state.epoch + 1,
-                              loss=loss)
-                state.optimizer = optimizer.state_dict()
-                if should_stop():
-                    checkpoint()
-                    raise Interrupted(f"stopped after outer step {done} of {total}; rerun to resume")
-                if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
-                    checkpoint()
-                    last_save = time.monotonic()
-            state.step = 0
-            state.epoch += 1
-            epoch = state.stage * per_stage + state.epoch
-            # The stage's last epoch is measured by the stage-end evaluation below.
-            if cfg.eval.every_epochs and epoch % cfg.eval.every_epochs == 0 and state.epoch < per_stage:
-                posters, labels = pool.stacked(geom, cfg.poster.label_eps)
-                result = engine.evaluate(posters, labels, state.pi, _members(state), "epoch", epoch)
-                state.in_stage.append((epoch, result))
-                checkpoint()
-                last_save = time.monotonic()
-
-        _end_stage(engine, pool, opts)
-        state.stage += 1
-        state.epoch = 0
-        state.ema = None  # the clip EMA restarts with every stage [PPoDD-code]
-        if s.reset_outer_adam:
-            state.optimizer = {}
-        if s.stage_init == "reinit_random" and state.stage < stages:
-            state.live = init_poster(geom, generator(cfg.seed, "poster", state.stage)).to(prep.device)
-            state.optimizer = {}
-        checkpoint()
-        last_save = time.monotonic()
-
-
-def _end_stage(engine: Evaluator, pool: Pool, opts: StageWeightOptions) -> None:
-    """Snapshot the live poster, measure A_t, update π for the next stage (§10.1, §10.3)."""
-    prep, state = engine.prep, engine.state
-    cfg, geom, t = prep.cfg, prep.geom, state.stage + 1
-    eps = cfg.poster.label_eps
-    snapshot = state.live.detach().clone()
-    snap_labels = pool.live_labels(geom, eps).detach().clone()
-    snap_map = None if state.live_map is None else state.live_map.detach().clone()
-    if cfg.ppodd.stage_acc_source == "mixture":
-        # The new snapshot would sit at probability 0, so this is the pool as it trained (D8).
-        posters, labels = pool.stacked(geom, eps)
-        result = engine.evaluate(posters, labels, state.pi, _members(state), "stage", t)
-    else:
-        result = engine.evaluate(snapshot[None], snap_labels[None], [1.0], [t], "stage", t)
-    acc = result.best if cfg.ppodd.stage_acc_reduce == "max" else result.final
-    pi_before = list(state.pi)
-    state.bank.append(snapshot)
-    state.bank_labels.append(snap_labels)
-    state.bank_maps.append(snap_map)
-    state.accs.append(acc)
-    state.pi = stage_weights(state.accs, opts)
-    state.stages.append(StageRecord(
-        index=t, epochs=cfg.distill.epochs // cfg.num_stages, poster=snapshot.cpu(),
-        patch_labels=snap_labels.cpu(), label_map=None if snap_map is None else snap_map.cpu(),
-        pi_before=pi_before, pi_after=list(state.pi), accuracy=result, stage_accuracy=acc,
-        pool_pixels=sum(1 for w in pi_before if w > 0) * geom.pixels, in_stage=state.in_stage))
-    state.in_stage = []
-    engine.progress.event("stage_done", stage=t, stage_accuracy=round(acc, 2),
-                          pi=[round(w, 4) for w in state.pi])
-
-
-def _final(engine: Evaluator) -> tuple[EvalResult, EvalResult]:
-    """The final live poster alone and the final pool (D7, D12), reusing equal measurements."""
-    prep, state = engine.prep, engine.state
-    cfg = prep.cfg
-    last = state.stages[-1]
-    mixture = cfg.ppodd.stage_acc_source == "mixture"
-    live, live_labels = state.bank[-1], state.bank_labels[-1]
-    if mixture and len(state.stages) == 1:
-        live_result = last.accuracy  # PoDD: the stage-end measurement is the live poster alone
-    else:
-        live_result = engine.evaluate(live[None], live_labels[None], [1.0], [0], "final", "live")
-    stages = len(state.stages)
-    if cfg.ppodd.final_pool == "code_first5":
-        # The pool of the last stage with the π it trained with, as the authors' last evaluation.
-        if mixture:
-            return live_result, last.accuracy
-        posters = torch.stack(state.bank[:stages - 1] + [live])
-        labels = torch.stack(state.bank_labels[:stages - 1] + [live_labels])
-        pool_result = engine.evaluate(posters, labels, last.pi_before, list(range(1, stages)) + [0],
-                                      "final", "pool")
-        return live_result, pool_result
-    if stages == 1:
-        return live_result, live_result
-    # all_stages: P_1 … P_T, where P_T is the live poster; the last snapshot duplicates it, so the
-    # two weights of π_after are merged onto one member.
-    pi = state.pi[:stages - 1] + [state.pi[stages - 1] + state.pi[stages]]
-    posters = torch.stack(state.bank[:stages - 1] + [live])
-    labels = torch.stack(state.bank_labels[:stages - 1] + [live_labels])
-    pool_result = engine.evaluate(posters, labels, pi, list(range(1, stages)) + [0], "final", "pool")
-    return live_result, pool_result
 
 
 def _provenance(prep: Prepared, state: RunState) -> dict:
@@ -302,76 +70,60 @@ def _record(prep: Prepared, state: RunState, live: EvalResult, pool: EvalResult)
         seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.method.seeding.generator"})
 
 
-def result_bytes(cfg: RunConfig, geom) -> int:
+def result_bytes(cfg: RunConfig, geom: PosterGeometry) -> int:
     """A generous bound on the disk space a cell needs: its result plus its checkpoint."""
     return 4 * 4 * 3 * geom.pixels * (cfg.num_stages + 2) + (1 << 20)
 
 
-def _finished(path: Path, log) -> bool:
-    """True when `path` holds a complete result; a result of a newer ppodd is refused, never replaced."""
-    if not path.exists():
+def _finished(files: CellFiles, log) -> bool:
+    """True when the cell's result is complete; a result of a newer ppodd is refused, never replaced."""
+    if not is_complete(files.result):
+        if files.result.exists():
+            log.warning("result_unreadable_rerun", path=str(files.result))
         return False
-    try:
-        read_summary(path)
-    except NewerFormatError:
-        raise
-    except PpoddError as e:
-        log.warning("result_unreadable_rerun", path=str(path), reason=str(e))
-        return False
-    log.info("cell_done_already", path=str(path))
+    log.info("cell_done_already", path=str(files.result))
     return True
 
 
-def _stale_files(path: Path, ckpt: Path) -> list[Path]:
-    """Temporary files of this cell's writers; stale once the cell lock is held."""
-    return [tmp for name in (path.name, ckpt.name) for tmp in path.parent.glob(f".{name}.*.tmp")]
-
-
-def _tidy_finished(path: Path, ckpt: Path) -> None:
+def _tidy_finished(files: CellFiles) -> None:
     """Remove what a run killed just after its result appeared left beside it: checkpoint, temporaries, lock."""
-    lock = path.with_suffix(".lock")
-    if not (ckpt.exists() or lock.exists() or _stale_files(path, ckpt)):
+    if not (files.checkpoint.exists() or files.lock.exists() or files.temporaries()):
         return
     try:
-        with cell_lock(lock):
-            for leftover in [ckpt, *_stale_files(path, ckpt)]:
+        with cell_lock(files.lock):
+            for leftover in [files.checkpoint, *files.temporaries()]:
                 leftover.unlink(missing_ok=True)
     except PpoddError:
         pass  # another run (a --force rerun) holds the cell: its files are not leftovers
 
 
-def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,
+def run_cell(cfg: RunConfig, files: CellFiles, host: Host, log, *, force: bool = False,
              should_stop: Callable[[], bool] = lambda: False, bar: bool | None = None) -> Path:
-    """Distill and evaluate one cell and return the path of its HDF5 result.
+    """Distill and evaluate one cell into `files.result` and return that path.
 
-    A complete result already in `out_dir` is returned as it is (unless `force`); a checkpoint
-    of the same config is resumed. Bad input raises ConfigError before any work; another run of
-    the same cell holding its lock raises LockedError before any work.
+    A complete result is returned as it is (unless `force`); the cell's checkpoint is resumed.
+    Bad input raises ConfigError before any work; another run of the same cell holding its lock
+    raises LockedError before any work.
     """
-    out_dir = Path(out_dir)
-    path = out_dir / result_name(cfg)
-    ckpt = path.with_suffix(".ckpt")
-    digest = config_digest(cfg)
-    log = log.bind(cell=path.stem)
-    if not force and _finished(path, log):
-        _tidy_finished(path, ckpt)
-        return path
-    # Slurm grants CPUs without always binding them; torch would otherwise use every core of the node.
-    threads = cfg.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+    log = log.bind(cell=files.name)
+    if not force and _finished(files, log):
+        _tidy_finished(files)
+        return files.result
+    threads = host.threads(cfg.threads)
     if threads:
         torch.set_num_threads(threads)
     begin = time.monotonic()
-    prep = prepare(cfg)
-    check_writable(out_dir, result_bytes(cfg, prep.geom))
-    with cell_lock(path.with_suffix(".lock")):
+    prep = prepare(cfg, host)
+    check_writable(files.result.parent, result_bytes(cfg, prep.geom))
+    with cell_lock(files.lock):
         # Another run of this cell may have finished while this one prepared.
-        if not force and _finished(path, log):
-            return path
-        for stale in _stale_files(path, ckpt):
+        if not force and _finished(files, log):
+            return files.result
+        for stale in files.temporaries():
             stale.unlink(missing_ok=True)
         if force:
-            ckpt.unlink(missing_ok=True)
-        state = load_checkpoint(ckpt, digest, prep.device)
+            files.checkpoint.unlink(missing_ok=True)
+        state = load_checkpoint(files.checkpoint, files.digest, prep.device)
         if state is None:
             state = fresh_state(prep)
         else:
@@ -385,19 +137,19 @@ def run_cell(cfg: RunConfig, out_dir: Path, log, *, force: bool = False,
                        patches=prep.geom.num_patches, stages=cfg.num_stages, method=cfg.method)
 
         def checkpoint() -> None:
-            save_checkpoint(state, ckpt, digest)
+            save_checkpoint(state, files.checkpoint, files.digest)
 
-        _distill(prep, state, progress, checkpoint, should_stop)
+        distill_stages(prep, state, progress, checkpoint, should_stop)
         if not state.final:
-            state.final = list(_final(Evaluator(prep, state, progress)))
+            state.final = list(final_scores(Evaluator(prep, state, progress)))
             checkpoint()
         live, pool = state.final
         try:
-            write_run(_record(prep, state, live, pool), path)
-        except (OSError, RuntimeError) as err:
-            raise PpoddError(f"cannot write result {path} ({describe(err)}; {free_bytes(out_dir)} bytes free); "
-                             f"its checkpoint holds the finished run, rerun to write it") from None
-        ckpt.unlink(missing_ok=True)
-    progress.event("run_done", path=str(path), accuracy_live=round(live.final, 2),
+            write_run(_record(prep, state, live, pool), files.result)
+        except WriteError as err:
+            raise PpoddError(f"cannot write result {files.result} ({err.reason}; {free_bytes(files.result.parent)} "
+                             "bytes free); its checkpoint holds the finished run, rerun to write it") from None
+        files.checkpoint.unlink(missing_ok=True)
+    progress.event("run_done", path=str(files.result), accuracy_live=round(live.final, 2),
                    accuracy_pool=round(pool.final, 2), seconds=round(time.monotonic() - begin, 1))
-    return path
+    return files.result

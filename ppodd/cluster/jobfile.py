@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ppodd.config import read_yaml
+from ppodd.cluster.grid import parse_seeds
+from ppodd.config import parse_override, read_yaml
 from ppodd.errors import ConfigError
-from ppodd.cluster.jobs import parse_seeds
 
 KEYS = ("description", "config", "method", "ipc", "seeds", "set", "grid", "out")
 
@@ -37,10 +37,10 @@ class Experiment:
     description: str
     config: Path | None
     methods: list[str]
-    ipcs: list[str]
+    ipcs: list[Any]
     seeds: list[int]
-    sets: list[str]
-    grid: list[tuple[str, list[str]]]
+    sets: list[tuple[str, Any]]
+    grid: list[tuple[str, list[Any]]]
     out: Path | None
 
 
@@ -73,22 +73,13 @@ def load_experiment(path: Path) -> Experiment:
     )
 
 
-def _text(value: Any) -> str:
-    """A YAML scalar written back as the text `--set` would parse to the same value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _items(where: str, key: str, value: Any) -> list[str]:
+def _items(where: str, key: str, value: Any) -> list[Any]:
     if value is None:
         return []
     values = value if isinstance(value, list) else [value]
     if not values or any(isinstance(v, (list, dict)) or v is None for v in values):
         raise ConfigError(f"{where}: {key} must be a value or a non-empty list of values, got {value!r}")
-    return [_text(v) for v in values]
+    return values
 
 
 def _seeds(where: str, value: Any) -> list[int]:
@@ -103,17 +94,17 @@ def _seeds(where: str, value: Any) -> list[int]:
     return parse_seeds(str(value))
 
 
-def _overrides(where: str, value: Any) -> list[str]:
+def _overrides(where: str, value: Any) -> list[tuple[str, Any]]:
     if value is None:
         return []
     if isinstance(value, dict):
-        return [f"{k}={_text(v)}" for k, v in value.items()]
+        return [(str(k), v) for k, v in value.items()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
+        return [parse_override(text) for text in value]
     raise ConfigError(f"{where}: set must map keys to values (e.g. {{eval.nets: 8}}), got {value!r}")
 
 
-def _grid(where: str, value: Any) -> list[tuple[str, list[str]]]:
+def _grid(where: str, value: Any) -> list[tuple[str, list[Any]]]:
     if value is None:
         return []
     if not isinstance(value, dict):

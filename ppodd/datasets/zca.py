@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ppodd.datasets.images import save_atomic
+from ppodd.datasets.images import save_cached
 from ppodd.errors import ConfigError
 
 # Bump when the cached matrices would change for the same data and reg (fit maths, flatten order).
@@ -147,7 +147,7 @@ def load_or_fit_zca(
         return matrix, matrix_inv, key
     matrix, matrix_inv = fit_zca(x, reg)
     if path is not None:
-        save_atomic(
+        save_cached(
             {
                 "format": _ZCA_FORMAT, "key": key, "data_fingerprint": data_fingerprint,
                 "reg": float(reg), "matrix": matrix.cpu(), "matrix_inv": matrix_inv.cpu(),

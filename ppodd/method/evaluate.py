@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ppodd.cell.malloc import reuse_freed_memory
 from ppodd.method.model import Params, forward_stacked, init_params
 from ppodd.method.poster import PosterGeometry
 from ppodd.method.unroll import AdamState, adam_update, draw_step, soft_cross_entropy, synthetic_batch
@@ -82,7 +81,7 @@ def evaluate_pool(posters: torch.Tensor, labels: torch.Tensor, pi: torch.Tensor,
     state = AdamState.zeros_like(params)
     scores = []
     step = 0
-    with torch.no_grad(), reuse_freed_memory():
+    with torch.no_grad():
         for checkpoint in s.checkpoints:
             while step < checkpoint:
                 draw = draw_step(pi, s.batch_patches, geom.num_patches, s.augment, generator, nets=s.nets)

@@ -13,62 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from ppodd.config import StagesConfig, resolve_variant
 
 _ACCURACY_GUARD = 1e-5  # §10.2 step 3: keeps w defined when every accuracy is 0
 
-_CHOICES = {
-    "sampling": ("dynamic", "uniform"),
-    "pool_order": ("chronological", "code"),
-    "boost_target": ("live", "latest_snapshot"),
-    "decay_anchor": ("oldest", "newest"),
-    "acc_list": ("per_stage", "code_mutated"),
-    "floor_mode": ("before_norm", "after_norm"),
-}
+# The options are the validated `ppodd` section of the run config (StagesConfig, defined once in
+# ppodd.config with its allowed values); the two presets of §10.4, resolved:
+PAPER_OPTIONS = resolve_variant(StagesConfig(variant="paper"))
+CODE_OPTIONS = resolve_variant(StagesConfig(variant="code"))
 
 
-@dataclass(frozen=True)
-class StageWeightOptions:
-    """How π is built (§10.4 D1-D5, D9; §10.5). Defaults are the paper reading (Algorithm 1)."""
-
-    boost: float = 1.5  # β; 0 sends the boosted member to the floor (Table II)
-    min_weight: float = 0.1  # ε; the floor is ε/T'
-    decay: float = 0.5  # λ
-    bootstrap: float = 0.9  # factor on the accuracy a member without its own A borrows
-    sampling: str = "dynamic"
-    pool_order: str = "chronological"
-    boost_target: str = "live"
-    decay_anchor: str = "oldest"
-    acc_list: str = "per_stage"
-    floor_mode: str = "before_norm"
-    max_slots: int | None = None  # 5 reproduces the code's fixed-length probability array
-
-    def __post_init__(self) -> None:
-        # The config layer validates first; this only guards direct construction.
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name}: got {value!r}, allowed {' | '.join(allowed)}")
-        for name in ("boost", "min_weight", "decay", "bootstrap"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: got {value!r}, allowed a finite number >= 0")
-        if self.max_slots is not None and self.max_slots < 1:
-            raise ValueError(f"max_slots: got {self.max_slots!r}, allowed None or an integer >= 1")
-
-
-PAPER_OPTIONS = StageWeightOptions()
-CODE_OPTIONS = StageWeightOptions(
-    pool_order="code",
-    boost_target="latest_snapshot",
-    decay_anchor="oldest",
-    acc_list="code_mutated",
-    floor_mode="after_norm",
-    max_slots=5,
-)
-
-
-def stage_weights(stage_accuracies: Sequence[float], opts: StageWeightOptions) -> list[float]:
+def stage_weights(stage_accuracies: Sequence[float], opts: StagesConfig) -> list[float]:
     """Stage probabilities π over the pool at the start of stage t+1, chronological order.
 
     ``stage_accuracies`` holds A_1 … A_t (t finished stages, percent; a list or a float64
@@ -108,7 +64,7 @@ def stage_weights(stage_accuracies: Sequence[float], opts: StageWeightOptions) -
     return weights[:-1] + [0.0] * (stages - kept) + weights[-1:]
 
 
-def _kept_pool_weights(accuracies: list[float], opts: StageWeightOptions) -> list[float]:
+def _kept_pool_weights(accuracies: list[float], opts: StagesConfig) -> list[float]:
     """π over ``[S_1, …, S_t, live]`` with no slot cap (see ``stage_weights``)."""
     stages = len(accuracies)
     pool_size = stages + 1  # T'

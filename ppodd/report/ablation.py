@@ -15,7 +15,7 @@ from typing import Any
 
 from ppodd.config import VARIANTS, RunConfig, to_dict
 from ppodd.errors import ConfigError
-from ppodd.report.summary import SCORES, flatten
+from ppodd.report.records import SCORES, flatten
 
 
 def _config_defaults() -> dict[str, Any]:

@@ -18,10 +18,12 @@ from pathlib import Path
 import h5py
 import yaml
 
-from ppodd.storage.runfile import IncompleteFileError, StoreError, read_scores
-from ppodd.report.summary import incomplete_record, reference_record, run_record
+from ppodd.errors import PpoddError
+from ppodd.storage.manifest import MANIFEST, read_manifest
+from ppodd.storage.reader import read_scores
+from ppodd.storage.runfile import IncompleteFileError, StoreError
+from ppodd.report.records import incomplete_record, reference_record, run_record
 
-MANIFEST = "manifest.json"
 # A reference JSON of `ppodd evaluate --json` has these keys.
 _REFERENCE_KEYS = frozenset({"poster", "checkpoints", "mean", "pixels", "effective_ipc"})
 # Below this many files a process pool costs more than it saves.
@@ -168,7 +170,7 @@ def manifest_records(manifests: list[Path], records: list[dict]) -> tuple[list[d
     out, problems = [], []
     for manifest in manifests:
         try:
-            cells = json.loads(manifest.read_text())["cells"]
+            cells = read_manifest(manifest.parent)["cells"]
             for cell in cells.values():
                 path = manifest.parent / cell["file"]
                 if os.path.realpath(path) in have:
@@ -178,7 +180,9 @@ def manifest_records(manifests: list[Path], records: list[dict]) -> tuple[list[d
                 out.append(incomplete_record(str(path), reason, config["method"], config["data"]["name"],
                                              config["poster"]["ipc"], config["seed"],
                                              config["ppodd"]["variant"], config))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except PpoddError as err:
+            problems.append(Problem(str(manifest), "corrupt", str(err)))
+        except (KeyError, TypeError, AttributeError) as err:
             problems.append(Problem(str(manifest), "corrupt",
                                     f"{manifest}: not a readable ppodd manifest ({type(err).__name__})"))
     return out, problems

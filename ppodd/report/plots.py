@@ -10,6 +10,7 @@ Figures have fixed pixel sizes (`DPI`, `WIDTH_PX`), so their files can be checke
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from ppodd.atomic import write_atomic
+from ppodd.cell.host import Host
 from ppodd.errors import PpoddError
 from ppodd.report.summary import by_dataset, group_label, ipc_label
 
@@ -210,17 +212,17 @@ def _mean_std_nets(per_net: np.ndarray) -> np.ndarray:
 # --- one run ------------------------------------------------------------------------------------
 
 
-def run_figures(path: Path, out: Path, zca: Path | None = None,
+def run_figures(path: Path, out: Path, host: Host, zca: Path | None = None,
                 warn: Callable[[str], None] = lambda line: None) -> list[Path]:
     """The figures of one run file in `out`: stage-<t>.png and stages.png (posters), pi.png,
     accuracy.png. `zca` names the ZCA cache file; by default the run's cache is searched and,
     failing that, the ZCA is refitted from the run's data. Posters are drawn whitened (with a
     warning) when neither works."""
-    from ppodd.storage.runfile import read_run
+    from ppodd.storage.reader import read_run
 
     record = read_run(Path(path))
     out = Path(out)
-    matrix_inv = _inverse_zca(record, zca, warn)
+    matrix_inv = _inverse_zca(record, host, zca, warn)
     geometry, order, names = record.geometry, record.class_order, record.class_names
     posters = [(f"stage-{s.index}", display_image(unwhiten(s.poster.numpy(), geometry, matrix_inv)))
                for s in record.stages]
@@ -239,10 +241,10 @@ def run_figures(path: Path, out: Path, zca: Path | None = None,
     return paths
 
 
-def _inverse_zca(record, zca: Path | None, warn: Callable[[str], None]) -> np.ndarray | None:
+def _inverse_zca(record, host: Host, zca: Path | None, warn: Callable[[str], None]) -> np.ndarray | None:
     """M⁻¹ of the run's ZCA as float64 (D, D), or None (ZCA off, or nowhere to be found)."""
-    from ppodd.config import build_config
     from ppodd.cell.prepare import cache_dir
+    from ppodd.config import build_config
     from ppodd.datasets.zca import read_cached_zca
 
     key = record.zca_key
@@ -256,31 +258,27 @@ def _inverse_zca(record, zca: Path | None, warn: Callable[[str], None]) -> np.nd
             raise PpoddError(f"--zca {zca}: does not hold the ZCA fit {key} of this run (D = {d})")
         return pair[1].numpy()
     cfg = build_config(record.config)
-    pair = read_cached_zca(cache_dir(cfg), key, d)
+    pair = read_cached_zca(cache_dir(cfg, host), key, d)
     if pair is None:
-        pair = _refit(cfg, key, warn)
+        pair = _refit(cfg, host, key, warn)
     return None if pair is None else pair[1].numpy()
 
 
-def _refit(cfg, key: str, warn: Callable[[str], None]):
+def _refit(cfg, host: Host, key: str, warn: Callable[[str], None]):
     """The ZCA fit of the run's data set, refitted (and cached) when it is the same fit, else None."""
-    import dataclasses
-
-    from ppodd.datasets.images import SyntheticSpec, load_dataset
-    from ppodd.cell.prepare import cache_dir
+    from ppodd.cell.prepare import cache_dir, load_data
     from ppodd.datasets.zca import load_or_fit_zca
 
-    d = cfg.data
+    cache = cache_dir(cfg, host)
     try:
-        data = load_dataset(d.name, d.root, download=False, cache_dir=cache_dir(cfg),
-                            synthetic=SyntheticSpec(**dataclasses.asdict(d.synthetic)))
+        data = load_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, download=False)), host)
     except PpoddError as err:
-        warn(f"warning: ZCA fit {key} is not in {cache_dir(cfg)} and the data to refit it are not "
+        warn(f"warning: ZCA fit {key} is not in {cache} and the data to refit it are not "
              f"here ({err}); drawing the whitened posters (use --zca FILE)")
         return None
-    matrix, matrix_inv, found = load_or_fit_zca(data.train_x, data.fingerprint, d.zca_reg, cache_dir(cfg))
+    matrix, matrix_inv, found = load_or_fit_zca(data.train_x, data.fingerprint, cfg.data.zca_reg, cache)
     if found != key:
-        warn(f"warning: the data at {d.root} give ZCA fit {found}, not the run's {key}; drawing the "
+        warn(f"warning: the data at {cfg.data.root} give ZCA fit {found}, not the run's {key}; drawing the "
              "whitened posters (use --zca FILE)")
         return None
     return matrix.cpu(), matrix_inv.cpu()

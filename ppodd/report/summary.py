@@ -1,9 +1,8 @@
-"""Result tables over many runs: one record per run, groups over seeds, paired differences, ablations.
+"""Result tables over many runs: groups over seeds, paired differences, ablations.
 
-Pure functions over plain dicts: `run_record` turns what `store.read_scores` returns into the
-record `ppodd summarize --format json` prints (docs/summary.md lists every field), and
-`summarize` aggregates records (statistics in `stats.py`, ablation tables in `ablation.py`).
-Reading files and formatting live in `gather.py` and `tables.py`.
+Pure functions over the plain-dict records of `report.records`: `summarize` aggregates them
+(statistics in `stats.py`, ablation tables in `ablation.py`). Reading files and formatting live in
+`gather.py` and `tables.py`.
 
 Words used below:
   setting   the config keys that vary across the summarised runs, other than method, IPC and seed
@@ -22,123 +21,17 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-from ppodd.config import VARIANTS
+from ppodd.config import RUN_ONLY_KEYS, VARIANTS
+from ppodd.report.ablation import ablation_tables
+from ppodd.report.records import SCORES
 from ppodd.report.stats import mean_std, paired_interval
 
-SCORES = ("pool", "live")
 METHOD_ORDER = ("ppodd", "podd")
-# Keys that change where or how fast a run goes, not its numbers (real_subbatch keeps the same
-# gradient by construction), so they never make a setting.
-_NOT_SETTINGS = frozenset({
-    "method", "seed", "poster.ipc", "ppodd.variant", "device", "threads", "checkpoint_minutes",
-    "data.root", "data.cache_dir", "data.download", "distill.real_subbatch", "eval.test_batch",
-})
-# --- one run ------------------------------------------------------------------------------------
-
-
-def run_record(summary: Mapping[str, Any], file: str) -> dict:
-    """The JSON record of one finished run, from what `store.read_scores` returns.
-
-    `config` (the flattened resolved config) is kept for finding settings; `summarize` drops it.
-    """
-    live, pool = summary["final"]["live"], summary["final"]["pool"]
-    checkpoints = [int(c) for c in pool["checkpoints"]]
-    pool_at = _by_checkpoint(checkpoints, pool["mean"])
-    return {
-        "file": file,
-        "kind": "run",
-        "method": summary["method"],
-        "dataset": summary["dataset"],
-        "ipc": summary["ipc"],
-        "seed": summary["seed"],
-        "variant": summary["variant"],
-        "setting": {},
-        "stages": summary["stages"],
-        "complete": True,
-        "reason": None,
-        "checkpoints": checkpoints,
-        "final_accuracy": summary["final_accuracy"],
-        "final_accuracy_at": pool_at,
-        "final_accuracy_live": summary["final_accuracy_live"],
-        "final_accuracy_live_at": _by_checkpoint(live["checkpoints"], live["mean"]),
-        "final_accuracy_pool": summary["final_accuracy_pool"],
-        "final_accuracy_pool_at": pool_at,
-        "pixels_live": summary["pixels_live"],
-        "pixels_pool": summary["pixels_pool"],
-        "effective_ipc_live": summary["effective_ipc_live"],
-        "effective_ipc_pool": summary["effective_ipc_pool"],
-        "stage_accuracies": list(summary["stage_accuracies"]),
-        "pi_history": [list(pi) for pi in summary["pi_after"]],
-        "poster_shape": list(summary["poster_shape"]),
-        "seconds": summary["seconds"],
-        "format_version": summary["format_version"],
-        "config": flatten(summary["config"]),
-    }
-
-
-def reference_record(row: Mapping[str, Any], file: str) -> dict:
-    """The record of a reference poster scored by `ppodd evaluate initial|real --json`.
-
-    Its method is `reference:<poster>`; it has one pool, so live and pool are the same numbers.
-    Files written before `evaluate` stored the data set, IPC and seed have data set "?" and no
-    IPC or seed.
-    """
-    checkpoints = [int(c) for c in row["checkpoints"]]
-    at = _by_checkpoint(checkpoints, row["mean"])
-    final = float(row["mean"][-1])
-    return {
-        # `evaluate RUN.h5` names its poster by the run file's path; its name is enough here.
-        "file": file, "kind": "reference", "method": f"reference:{Path(str(row['poster'])).name}",
-        "dataset": row.get("dataset") or "?", "ipc": row.get("ipc"), "seed": row.get("seed"),
-        "variant": "-", "setting": {}, "stages": 0, "complete": True, "reason": None,
-        "checkpoints": checkpoints,
-        "final_accuracy": final, "final_accuracy_at": at,
-        "final_accuracy_live": final, "final_accuracy_live_at": at,
-        "final_accuracy_pool": final, "final_accuracy_pool_at": at,
-        "pixels_live": row["pixels"], "pixels_pool": row["pixels"],
-        "effective_ipc_live": row["effective_ipc"], "effective_ipc_pool": row["effective_ipc"],
-        "stage_accuracies": [], "pi_history": [], "poster_shape": None,
-        "seconds": row.get("seconds"), "format_version": None, "config": {},
-    }
-
-
-def incomplete_record(file: str, reason: str, method: str, dataset: str, ipc: float, seed: int,
-                      variant: str, config: Mapping[str, Any] | None = None) -> dict:
-    """The record of a run with no result yet (still running, interrupted, or never started)."""
-    record = {key: None for key in _NUMERIC_FIELDS}
-    record.update({
-        "file": file, "kind": "run", "method": method, "dataset": dataset, "ipc": ipc,
-        "seed": seed, "variant": variant, "setting": {}, "stages": None, "complete": False,
-        "reason": reason, "checkpoints": [], "final_accuracy_at": {},
-        "final_accuracy_live_at": {}, "final_accuracy_pool_at": {}, "stage_accuracies": [],
-        "pi_history": [], "poster_shape": None, "format_version": None,
-        "config": flatten(config or {}),
-    })
-    return record
-
-
-_NUMERIC_FIELDS = ("final_accuracy", "final_accuracy_live", "final_accuracy_pool", "pixels_live",
-                   "pixels_pool", "effective_ipc_live", "effective_ipc_pool", "seconds")
-
-
-def _by_checkpoint(checkpoints: Iterable[int], means: Iterable[float]) -> dict[str, float]:
-    # JSON object keys are strings: the step count as text.
-    return {str(int(c)): float(m) for c, m in zip(checkpoints, means)}
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as one level of dotted keys; lists become tuples so values can be compared."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = tuple(value) if isinstance(value, list) else value
-    return out
+# The grid's own axes, and the keys that say where or how fast a run goes, not what it computes
+# (the same rule that keeps them out of a cell's digest): never a setting.
+_NOT_SETTINGS = frozenset({"method", "seed", "poster.ipc", "ppodd.variant", *RUN_ONLY_KEYS})
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -359,7 +252,6 @@ def summarize(records: list[dict], defaults: Mapping[str, Any] | None = None) ->
     `records` come from `run_record`, `reference_record` and `incomplete_record`; `defaults`
     (key → value) overrides the reference value of an ablation axis.
     """
-    from ppodd.report.ablation import ablation_tables  # it builds on this module's groups
 
     runs = with_settings(records)
     groups = _groups(runs)

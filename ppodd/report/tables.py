@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppodd.report.summary import SCORES, by_dataset, group_label, ipc_label, setting_label
+from ppodd.report.records import SCORES
+from ppodd.report.summary import by_dataset, group_label, ipc_label, setting_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 JSON_FORMAT = "ppodd-summary"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ppodd.errors import PpoddError, describe
+from ppodd.atomic import WriteError, write_atomic
+from ppodd.errors import PpoddError
+from ppodd.storage.folders import free_bytes
 from ppodd.storage.record import EvalResult, StageRecord
 
 CHECKPOINT_VERSION = 1
@@ -45,28 +45,17 @@ class RunState:
 
 
 def save_checkpoint(state: RunState, path: Path, digest: str) -> None:
-    """Write the state next to the result, atomically (temp file + rename).
+    """Write the state next to the result, atomically.
 
     A failed write (a full disk, a file system gone read-only) raises PpoddError in one line and
     leaves the previous checkpoint as it was.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    blob = {"version": CHECKPOINT_VERSION, "config_digest": digest, "state": state.__dict__}
     try:
-        torch.save({"version": CHECKPOINT_VERSION, "config_digest": digest, "state": state.__dict__}, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # torch reports a short write as a RuntimeError
-        raise PpoddError(f"cannot write checkpoint {path} ({describe(err)}; {free_bytes(path.parent)} bytes "
+        write_atomic(path, lambda tmp: torch.save(blob, tmp))
+    except WriteError as err:
+        raise PpoddError(f"cannot write checkpoint {path} ({err.reason}; {free_bytes(path.parent)} bytes "
                          "free); the previous checkpoint is intact, rerun to resume from it") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def free_bytes(folder: Path) -> int | str:
-    """Free bytes in `folder`, or '?' when the file system cannot say."""
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return "?"
 
 
 def load_checkpoint(path: Path, digest: str, device: torch.device) -> RunState | None:
