@@ -1,6 +1,6 @@
 # ppodd on a CUDA PyTorch runtime image.
-#   docker build -t ppodd:0.1.0 .        (podman build works the same)
-#   docker run --rm --gpus all -v "$PWD/results:/results" ppodd:0.1.0 run --config /path/cfg.yaml --out /results
+#   docker build -t ppodd:0.2.0 .        (podman build works the same)
+#   docker run --rm --gpus all -v "$PWD/results:/results" ppodd:0.2.0 run --config /path/cfg.yaml --out /results
 # For Apptainer, containers/sif-from-docker.sh turns the built image into a .sif; containers/README.md.
 #
 # The base must already hold pyproject's pins, torch==2.14.1 and torchvision==0.29.1. The tag
@@ -13,7 +13,7 @@ FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="ppodd" \
       org.opencontainers.image.description="Progressive Poster Dataset Distillation (P-PoDD) and PoDD batch tool" \
-      org.opencontainers.image.version="0.1.0"
+      org.opencontainers.image.version="0.2.0"
 
 # Caches at /tmp, writable by any user; host values win in Apptainer. PYTHONNOUSERSITE keeps a
 # bound-in host ~/.local from shadowing the image's packages.

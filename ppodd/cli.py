@@ -100,7 +100,7 @@ def evaluate(
     set_: SetOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
-    """Score a reference poster under a config's evaluation protocol (§9).
+    """Score a reference poster under a config's evaluation protocol (docs/method.md §9).
 
     `initial` is the untrained poster a run starts from; `real` puts one random training image
     of each class on its tile. A run file is scored with its own stored config, plus --set.

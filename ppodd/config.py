@@ -1,8 +1,8 @@
 """Run configuration: typed, frozen dataclasses, loaded from YAML plus `--set` overrides.
 
 Validated once here, at the edge, and trusted everywhere else. Every field says what it is, its
-ALGORITHM.md symbol and its allowed values through `_opt(...)` metadata, so a bad value stops the
-run before any work with a line that names the key, the value and what is allowed.
+symbol in docs/method.md and its allowed values through `_opt(...)` metadata, so a bad value stops
+the run before any work with a line that names the key, the value and what is allowed.
 """
 
 from __future__ import annotations

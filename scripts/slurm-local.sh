@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node Slurm on loopback, for tests and CI (recipe: ../shared/docs/slurm-local.md).
+# A real single-node Slurm on loopback, with fake GPUs, for tests and CI.
 #
 #   scripts/slurm-local.sh install   apt-get the Debian packages (root; skipped when present)
 #   scripts/slurm-local.sh start     install if needed, write the config under $BASE, start

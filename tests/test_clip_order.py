@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ppodd.cell.class_grid import load_order_json
-from ppodd.datasets.clip_order import cosine_distance, main, poco_order
+from ppodd.cell.clip_order import cosine_distance, main, poco_order
 from ppodd.errors import ConfigError
 
 
@@ -25,7 +25,7 @@ def test_poco_order_places_similar_names_next_to_each_other():
 
 
 def test_main_writes_a_grid_that_runs_can_load(tmp_path, monkeypatch):
-    monkeypatch.setattr("ppodd.datasets.clip_order.clip_text_embeddings", lambda names: torch.eye(len(names)))
+    monkeypatch.setattr("ppodd.cell.clip_order.clip_text_embeddings", lambda names: torch.eye(len(names)))
     out = tmp_path / "order.json"
     main(["--dataset", "cifar10", "--rows", "2", "--cols", "5", "--out", str(out)])
     grid = load_order_json(out, 2, 5, 10)
@@ -34,6 +34,6 @@ def test_main_writes_a_grid_that_runs_can_load(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="transformers is installed")
 def test_clip_embeddings_without_extra_is_a_clear_config_error():
-    from ppodd.datasets.clip_order import clip_text_embeddings
+    from ppodd.cell.clip_order import clip_text_embeddings
     with pytest.raises(ConfigError, match=r"pip install 'ppodd\[clip\]'"):
         clip_text_embeddings(["cat"])

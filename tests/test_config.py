@@ -1,4 +1,5 @@
 import pytest
+from helpers import assert_file_refused, yaml_bomb
 
 from ppodd.config import VARIANTS, build_config, config_digest, load_config, to_yaml
 from ppodd.errors import ConfigError
@@ -47,10 +48,8 @@ def test_load_config_bad_value_names_key_value_and_allowed(override, message):
 
 def test_read_yaml_refuses_billion_laughs(tmp_path):
     bomb = tmp_path / "bomb.yaml"
-    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    lines += [f'{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]' for i in range(8)]
-    bomb.write_text("\n".join(lines))
-    with pytest.raises(ConfigError, match="aliases are not allowed"):
+    bomb.write_text(yaml_bomb(levels=8, width=3))
+    with pytest.raises(ConfigError, match=r"aliases are not allowed in configs \(line 2\)"):
         load_config(bomb)
 
 
@@ -59,10 +58,7 @@ def test_read_yaml_refuses_billion_laughs(tmp_path):
     ("- a\n- b\n", "must hold a mapping"),
 ])
 def test_read_yaml_bad_file_is_config_error(tmp_path, text, message):
-    path = tmp_path / "bad file.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        load_config(path)
+    assert_file_refused(load_config, tmp_path / "bad file.yaml", text, message)
 
 
 def test_load_config_missing_file_names_it(tmp_path):

@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import cli
 
 import ppodd
 from ppodd.cluster import grid, slurm, submission, task
 from ppodd.cell.identity import CellFiles
-from ppodd.cli import app
 from ppodd.cluster.container import PYTHON, parse_container, python_command, version_mismatch
 from ppodd.errors import ConfigError, PpoddError
 
@@ -30,7 +29,6 @@ REQUIRED_SECTIONS = ("files", "post", "environment", "runscript", "test", "label
 SHELL_SECTIONS = ("setup", "post", "environment", "runscript", "startscript", "test")
 HEADER_KEYS = {"bootstrap", "from", "stage", "includecmd", "registry", "namespace", "fingerprints"}
 SKIP_DIRS = {".git", ".venv", "__pycache__", "results", "runs", "data", "build", ".pytest_cache", ".cache"}
-runner = CliRunner()
 
 
 def _tool(name: str) -> str:
@@ -225,10 +223,10 @@ def _image(tmp_path) -> Path:
 def _container_dry_run(tmp_path) -> str:
     (tmp_path / "data").mkdir()
     out = tmp_path / "results"
-    result = runner.invoke(app, ["submit", "--config", "configs/demo.yaml", "--ipc", "0.6,0.9", "--seeds", "0-1",
-                                 "--out", str(out), "--cluster", "slurm", "--dry-run", "--partition", "gpu",
-                                 "--time", "4:00:00", "--slurm-setup", "module load apptainer",
-                                 "--container", str(_image(tmp_path)), "--bind", str(tmp_path / "data")])
+    result = cli("submit", "--config", "configs/demo.yaml", "--ipc", "0.6,0.9", "--seeds", "0-1",
+                 "--out", str(out), "--cluster", "slurm", "--dry-run", "--partition", "gpu",
+                 "--time", "4:00:00", "--slurm-setup", "module load apptainer",
+                 "--container", str(_image(tmp_path)), "--bind", str(tmp_path / "data"))
     assert result.exit_code == 0, result.output
     assert not out.exists()
     text = result.output.replace(str(tmp_path.absolute()), "{tmp}").replace(sys.executable, "{python}")
@@ -290,7 +288,7 @@ def test_submit_container_bad_input_exits_2_with_one_line(tmp_path, args, says):
     (tmp_path / "img.tar").write_text("x")
     out = tmp_path / "r"
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = runner.invoke(app, ["submit", "--config", "configs/demo.yaml", "--out", str(out), "--dry-run", *args])
+    result = cli("submit", "--config", "configs/demo.yaml", "--out", str(out), "--dry-run", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
@@ -322,12 +320,12 @@ def test_cell_task_with_other_versions_fails_before_work_and_status_shows_one_li
         raise AssertionError("the cell ran despite the version mismatch")
 
     monkeypatch.setattr("ppodd.cell.run.run_cell", must_not_run)
-    with pytest.raises(PpoddError, match="version mismatch: ppodd 9.9.9 here but 0.1.0 at submission"):
+    with pytest.raises(PpoddError, match=f"version mismatch: ppodd 9.9.9 here but {cell_task.version} at submission"):
         cell_task()
     record = json.loads(cell.files.state.read_text())
     assert record["state"] == "failed" and record["error"].startswith("PpoddError: version mismatch: ppodd 9.9.9")
     assert not cell.path.exists()
-    status = runner.invoke(app, ["status", str(out), "--format", "json"])
+    status = cli("status", str(out), "--format", "json")
     (row,) = json.loads(status.output)
     assert row["state"] == "failed" and row["detail"] == record["error"] and "\n" not in row["detail"]
 

@@ -1,4 +1,4 @@
-"""Data loading (ALGORITHM.md §1): synthetic set, image-folder trees and their cache, CIFAR errors."""
+"""Data loading (docs/method.md §1): synthetic set, image-folder trees and their cache, CIFAR errors."""
 
 from __future__ import annotations
 

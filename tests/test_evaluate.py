@@ -1,14 +1,11 @@
 import torch
+from helpers import gen
 
 from ppodd.method.evaluate import EvalSettings, evaluate_pool, score_nets, train_step
 from ppodd.method.labels import fixed_labels
 from ppodd.method.model import forward, init_params
 from ppodd.method.poster import init_poster, make_geometry
 from ppodd.method.unroll import AdamState, adam_update, draw_step, inner_grad, synthetic_batch
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def setup():

@@ -2,16 +2,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import assert_file_refused, cli, set_args
 
 from ppodd.cluster import grid
 
 from ppodd.storage.manifest import MANIFEST
-from ppodd.cli import app
-from ppodd.errors import ConfigError
 from ppodd.cluster.jobfile import load_experiment
 
-runner = CliRunner()
 JOBS = sorted(Path("jobs").glob("*.yaml"))
 
 # Cells of each shipped grid: methods x IPCs x axis values x seeds.
@@ -70,15 +67,12 @@ def test_job_file_entries_parse_lists_scalars_and_mappings(tmp_path):
     ("- a\n", "must hold a mapping"),
 ])
 def test_malformed_job_files_name_the_key(tmp_path, text, match):
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=match):
-        load_experiment(path)
+    assert_file_refused(load_experiment, tmp_path / "bad.yaml", text, match)
 
 
 def test_submit_job_file_dry_run_lists_its_grid_and_writes_nothing(tmp_path):
     out = tmp_path / "res"
-    result = runner.invoke(app, ["submit", "jobs/demo.yaml", "--out", str(out), "--cluster", "local", "--dry-run"])
+    result = cli("submit", "jobs/demo.yaml", "--out", str(out), "--cluster", "local", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "8 cell(s) to run" in result.output
     assert not out.exists()
@@ -88,7 +82,7 @@ def test_command_line_options_override_the_job_file(tmp_path, tiny_overrides):
     out = tmp_path / "res"
     args = ["submit", "jobs/demo.yaml", "--out", str(out), "--cluster", "local", "--method", "podd",
             "--ipc", "0.9", "--seeds", "3"]
-    result = runner.invoke(app, args + [a for o in tiny_overrides for a in ("--set", o)])
+    result = cli(*args, *set_args(tiny_overrides))
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / MANIFEST).read_text())
     files = sorted(p.name for p in out.glob("*.h5"))

@@ -4,22 +4,16 @@ import socket
 import sys
 
 import pytest
-from typer.testing import CliRunner
+from helpers import cli, set_args
 
 from ppodd.cluster import grid, slurm, status, submission
 
 from ppodd.cell.identity import CellFiles
 
 from ppodd.atomic import write_json
-from ppodd.cli import app
 from ppodd.errors import ConfigError
 
-runner = CliRunner()
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "submit_dry_run.txt")
-
-
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
 
 
 @pytest.mark.parametrize("spec, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]),
@@ -73,10 +67,10 @@ def test_expand_grid_unknown_key_raises_config_error(tmp_path):
 
 
 def _dry_run_text(out):
-    result = runner.invoke(app, ["submit", "--config", "configs/demo.yaml", "--ipc", "0.6,0.9", "--seeds", "0-1",
-                                 "--grid", "ppodd.boost=0,1.5", "--out", str(out), "--cluster", "slurm",
-                                 "--dry-run", "--gpus-per-node", "1", "--partition", "gpu", "--time", "4:00:00",
-                                 "--slurm-setup", "module load apptainer", "--sbatch=--constraint=a100"])
+    result = cli("submit", "--config", "configs/demo.yaml", "--ipc", "0.6,0.9", "--seeds", "0-1",
+                 "--grid", "ppodd.boost=0,1.5", "--out", str(out), "--cluster", "slurm",
+                 "--dry-run", "--gpus-per-node", "1", "--partition", "gpu", "--time", "4:00:00",
+                 "--slurm-setup", "module load apptainer", "--sbatch=--constraint=a100")
     assert result.exit_code == 0, result.output
     return result.output.replace(str(out.absolute()), "{out}").replace(sys.executable, "{python}")
 
@@ -103,7 +97,7 @@ def test_submit_dry_run_matches_golden_and_writes_nothing(tmp_path):
                                         (["--mem", "lots"], "--mem 'lots'"),
                                         (["--time", "soon"], "--time 'soon'")])
 def test_submit_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, says):
-    result = runner.invoke(app, ["submit", "--config", "configs/demo.yaml", "--out", str(tmp_path / "r"), *args])
+    result = cli("submit", "--config", "configs/demo.yaml", "--out", str(tmp_path / "r"), *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0]
@@ -112,8 +106,8 @@ def test_submit_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, arg
 
 def test_submit_slurm_out_with_whitespace_exits_2(tmp_path):
     out = tmp_path / "my results\nnew"
-    result = runner.invoke(app, ["submit", "--config", "configs/demo.yaml", "--out", str(out), "--cluster", "slurm",
-                                 "--dry-run"])
+    result = cli("submit", "--config", "configs/demo.yaml", "--out", str(out), "--cluster", "slurm",
+                 "--dry-run")
     assert result.exit_code == 2 and "cannot contain whitespace" in result.output
     assert not out.exists()
 
@@ -122,9 +116,9 @@ def test_submit_local_runs_grid_writes_manifest_then_skips_done(tmp_path, tiny_o
     from ppodd.storage.reader import read_summary
 
     out = tmp_path / "r"
-    args = ["submit", "--config", "configs/demo.yaml", *sets(tiny_overrides), "--seeds", "0-1",
+    args = ["submit", "--config", "configs/demo.yaml", *set_args(tiny_overrides), "--seeds", "0-1",
             "--out", str(out), "--cluster", "local"]
-    first = runner.invoke(app, args)
+    first = cli(*args)
     assert first.exit_code == 0, first.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["cells"]) == 2 and len(manifest["submissions"]) == 1
@@ -135,10 +129,10 @@ def test_submit_local_runs_grid_writes_manifest_then_skips_done(tmp_path, tiny_o
         assert cell["config"]["seed"] == task["array_index"]
         assert read_summary(out / cell["file"])["seed"] == task["array_index"]
     assert not list(out.glob("*.state.json")) and not list(out.glob("*.ckpt"))
-    again = runner.invoke(app, args)
+    again = cli(*args)
     assert again.exit_code == 0, again.output
     assert "0 cell(s) to run on local, 2 skipped" in again.output
-    status = runner.invoke(app, ["status", str(out), "--format", "json"])
+    status = cli("status", str(out), "--format", "json")
     assert [r["state"] for r in json.loads(status.output)] == ["done", "done"]
 
 
@@ -180,7 +174,7 @@ def test_cell_statuses_slurm_queue_states(tmp_path):
 
 
 def test_status_missing_manifest_exits_2(tmp_path):
-    result = runner.invoke(app, ["status", str(tmp_path)])
+    result = cli("status", str(tmp_path))
     assert result.exit_code == 2 and "no manifest.json" in result.output
 
 

@@ -29,6 +29,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
+from helpers import set_args
 
 from ppodd.storage.checkpoint import load_checkpoint
 from ppodd.config import config_digest, load_config
@@ -44,11 +46,7 @@ TARGET = REPO / "tests" / "kill_target.py"
 # to two stages of two epochs of two outer steps.
 OVERRIDES = ["threads=2", "checkpoint_minutes=0.0001"]
 if os.environ.get("PPODD_KILL_CONFIG", "shrunk") != "full":
-    OVERRIDES += [
-        "data.synthetic.image_size=8", "data.synthetic.train_per_class=20", "data.synthetic.test_per_class=10",
-        "model.width=4", "model.depth=2", "distill.epochs=4", "distill.real_batch=100", "distill.window=2",
-        "distill.total_window=4", "eval.nets=2", "eval.checkpoints=[2,4]", "ppodd.stages=2",
-    ]
+    OVERRIDES += [*TINY, "distill.epochs=4"]  # conftest's tiny run with four epochs instead of two
 # The phases a kill aims at, in pipeline order, with the longest delay after the phase's marker.
 # The wrapper widens the short phases with pauses (tests/kill_target.py); each delay stays well
 # inside its phase, so that a kill seen late by a busy machine still lands there.
@@ -61,13 +59,12 @@ pytestmark = pytest.mark.slow
 
 def command(out: Path, *extra: str) -> list[str]:
     """The `ppodd run` command line of the test cell, through the marker wrapper."""
-    sets = [a for o in [*OVERRIDES, *extra] for a in ("--set", o)]
-    return [sys.executable, str(TARGET), "run", "--config", str(REPO / "configs" / "demo.yaml"), *sets,
-            "--out", str(out)]
+    return [sys.executable, str(TARGET), "run", "--config", str(REPO / "configs" / "demo.yaml"),
+            *set_args([*OVERRIDES, *extra]), "--out", str(out)]
 
 
 def environment(cache: Path) -> dict[str, str]:
-    # The cache comes from the environment, not the config, so that every run has the same digest.
+    # The cache comes from the environment, as it does for array tasks on a cluster.
     return {**os.environ, "PPODD_CACHE": str(cache), "PYTHONPATH": str(REPO)}
 
 
@@ -144,7 +141,10 @@ def phase_of(stderr: str) -> str:
 
 
 class ResultWatcher:
-    """Polls a result path while runs go on and records every moment it held no complete run."""
+    """Polls a result path while runs go on and records every moment it held no complete run.
+
+    Sampling can miss a short moment, so the last poll comes after `stop`: the final state is
+    always read, however little the polling thread ran on a busy machine."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.bad, self.reads = path, [], 0
@@ -152,7 +152,8 @@ class ResultWatcher:
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
-        while not self.stop.is_set():
+        while True:
+            last = self.stop.is_set()
             if self.path.exists():
                 try:
                     read_summary(self.path)
@@ -160,6 +161,8 @@ class ResultWatcher:
                 except StoreError as e:
                     if e.reason != "missing":  # removed between exists() and open: fine
                         self.bad.append(str(e))
+            if last:
+                return
             time.sleep(0.002)
 
     def __enter__(self) -> ResultWatcher:
@@ -168,7 +171,9 @@ class ResultWatcher:
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=60)  # a guard against a hang, not a measure
+        if exc[0] is None:
+            assert not self.thread.is_alive(), "the result watcher did not stop"
 
 
 def assert_bitwise_equal(expected: Path, actual: Path) -> None:
@@ -268,7 +273,7 @@ def test_sigkill_at_random_moments_rerun_finishes_bitwise_equal(reference, tmp_p
     assert code == 0, f"seed {seed}: the rerun after {kills} kills failed:\n{stderr[-2000:]}"
     assert stdout.strip() == str(result)
     assert not watcher.bad, f"seed {seed}: the result path held an unfinished file: {watcher.bad[:3]}"
-    assert watcher.reads > 0  # the watcher did see the finished file appear
+    assert watcher.reads > 0  # the watcher's reads work: it read the finished file, at the latest in its last poll
     assert REQUIRED <= set(hit), f"seed {seed}: kills landed in {hit}, aimed at {[p for p, _, _ in plan]}"
     assert_bitwise_equal(reference, result)
     # Temporary files of killed writers, the checkpoint and the lock are all gone.

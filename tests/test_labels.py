@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import cifar10_geometry
 
 from ppodd.method.class_order import CIFAR10_POCO, superclass_order_cifar100
 from ppodd.errors import ConfigError
@@ -16,10 +17,6 @@ from ppodd.method.labels import (
 from ppodd.method.poster import make_geometry
 
 POCO = [list(r) for r in CIFAR10_POCO]
-
-
-def cifar10_geometry():
-    return make_geometry(0.9, 10, 32)
 
 
 def cifar100_geometry():

@@ -1,10 +1,7 @@
 import torch
+from helpers import gen
 
 from ppodd.method.model import forward, init_params, num_params
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def test_num_params_convnet128_matches_spec():

@@ -7,13 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import cli
 from PIL import Image
 from test_summary import H, TILE, W, fake_grid, fake_run
-from typer.testing import CliRunner
 
 from ppodd.cell.host import Host
 from ppodd.report import plots
-from ppodd.cli import app
 from ppodd.config import load_config
 from ppodd.datasets.catalog import load_dataset
 from ppodd.errors import PpoddError
@@ -21,7 +20,6 @@ from ppodd.report.gather import gather
 from ppodd.report.summary import summarize
 from ppodd.datasets.zca import load_or_fit_zca
 
-runner = CliRunner()
 GEOMETRY = {"tile": TILE, "n_x": 8, "n_y": 2, "rows": 2, "cols": 5}
 SYNTHETIC = ("data.synthetic.image_size=8", "data.synthetic.train_per_class=20",
              "data.synthetic.test_per_class=10")
@@ -56,7 +54,7 @@ def test_display_image_clips_at_four_sigma_into_unit_range():
 
 def test_plot_run_file_writes_every_figure_at_its_size(tmp_path):
     path = fake_run(tmp_path)  # ZCA key "": the posters are drawn as stored
-    result = runner.invoke(app, ["plot", str(path), "--out", str(tmp_path / "fig")])
+    result = cli("plot", str(path), "--out", str(tmp_path / "fig"))
     assert result.exit_code == 0, result.output
     names = [line.rsplit("/", 1)[1] for line in result.stdout.split()]
     assert names == ["stage-1.png", "stage-2.png", "stage-3.png", "stages.png", "pi.png", "accuracy.png"]
@@ -95,8 +93,8 @@ def test_plot_zca_file_of_another_fit_refused_and_missing_data_warns(tmp_path):
     _, _, key = load_or_fit_zca(torch.rand(30, 3, TILE, TILE), "other", 0.1, tmp_path / "cache")
     path = fake_run(tmp_path, sets=("data.name=imagefolder", f"data.root={tmp_path / 'nothing'}",
                                     f"data.cache_dir={tmp_path / 'empty'}"), zca_key="0123456789abcdef")
-    result = runner.invoke(app, ["plot", str(path), "--out", str(tmp_path / "fig"),
-                                 "--zca", str(tmp_path / "cache" / f"zca-{key}.pt")])
+    result = cli("plot", str(path), "--out", str(tmp_path / "fig"),
+                 "--zca", str(tmp_path / "cache" / f"zca-{key}.pt"))
     assert result.exit_code == 1 and "does not hold the ZCA fit 0123456789abcdef" in result.stderr
     warnings = []
     paths = plots.run_figures(path, tmp_path / "fig", Host(tmp_path / "host-cache"), warn=warnings.append)

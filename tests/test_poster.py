@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import cifar10_geometry
 
 from ppodd.errors import ConfigError
 from ppodd.method.poster import (
@@ -30,10 +31,6 @@ SIZE_TABLE = [
     (0.9, 153, 60, 303),
     (1.0, 160, 64, 320),
 ]
-
-
-def cifar10_geometry():
-    return make_geometry(0.9, 10, 32)
 
 
 def test_pos_cifar10_patches_match_spec():

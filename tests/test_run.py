@@ -1,6 +1,7 @@
 import h5py
 import pytest
 import torch
+from helpers import set_args
 
 from ppodd.config import load_config
 from ppodd.errors import ConfigError
@@ -111,11 +112,10 @@ def test_ppodd_run_sigterm_checkpoints_exits_and_resumes(tmp_path, tiny_override
     import subprocess
     import sys
 
-    sets = [a for o in tiny_overrides + ["distill.epochs=20"] for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "ppodd.cli", "run", "--config", "configs/demo.yaml", *sets,
-           "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PPODD_CACHE": str(tmp_path / "cache")})
+    cmd = [sys.executable, "-m", "ppodd.cli", "run", "--config", "configs/demo.yaml",
+           *set_args(tiny_overrides + ["distill.epochs=20"]), "--out", str(tmp_path / "out")]
+    env = {**os.environ, "PPODD_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:
         if '"outer_step"' in line:
             proc.send_signal(signal.SIGTERM)
@@ -124,7 +124,7 @@ def test_ppodd_run_sigterm_checkpoints_exits_and_resumes(tmp_path, tiny_override
     assert proc.returncode == 1
     assert "rerun to resume" in err
     assert list((tmp_path / "out").glob("*.ckpt")) and not list((tmp_path / "out").glob("*.h5"))
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert '"resume"' in done.stderr
     assert done.stdout.strip().endswith(".h5")

@@ -6,6 +6,7 @@ under CI (CI=true) that is a failure. Every wait here is bounded: with no slurmd
 without a result would make an unbounded wait hang.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,14 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import cli, set_args
 
 from ppodd.cluster.slurm import slurm_reachable
-from ppodd.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
-runner = CliRunner()
 
 
 def _start_cluster(base: Path) -> str:
@@ -62,25 +61,53 @@ def slurm(tmp_path_factory):
 
 
 def _submit(out, overrides, *extra):
-    args = ["submit", "--config", "configs/demo.yaml", *[a for o in overrides for a in ("--set", o)],
+    args = ["submit", "--config", "configs/demo.yaml", *set_args(overrides),
             "--out", str(out), "--cluster", "slurm", "--gpus-per-node", "1", *extra]
-    return runner.invoke(app, args)
+    return cli(*args)
 
 
 def _status(out):
-    result = runner.invoke(app, ["status", str(out), "--format", "json"])
+    result = cli("status", str(out), "--format", "json")
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
 
-def _wait_until(check, seconds, what):
+def _row_in(out, *states):
+    """The status row of the one cell in `out` when its state is one of `states`, else None."""
+    (row,) = _status(out)
+    return row if row["state"] in states else None
+
+
+def _wait_until(check, seconds, what, every=0.5):
+    """`check()` once it is true. Wait only on a state that stays once reached (a file, a line in
+    a log, a final state): a poll can miss a short one. `seconds` guards against a hang."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(every)
     pytest.fail(f"waited {seconds} s for {what}")
+
+
+def _node_of(job: str) -> str:
+    """The node a running job runs on."""
+    done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True, check=True,
+                          timeout=30)
+    node = done.stdout.strip()
+    assert node, f"job {job} is not running on any node: {done.stderr.strip()}"
+    return node
+
+
+@contextlib.contextmanager
+def _drained(node: str):
+    """No job starts on `node` inside the block; those that run there go on."""
+    update = ["scontrol", "update", f"NodeName={node}"]
+    subprocess.run([*update, "State=DRAIN", "Reason=ppodd-test-holds-the-requeue"], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        subprocess.run([*update, "State=RESUME"], check=True, timeout=30)
 
 
 def test_submit_slurm_grid_writes_every_cell_then_skips_done(slurm, tmp_path, tiny_overrides):
@@ -119,7 +146,7 @@ def test_submit_slurm_failing_cell_shows_failed_with_reason(slurm, tmp_path, tin
     (row,) = _status(out)
     assert row["state"] == "failed"
     assert row["detail"].startswith("PpoddError: checkpoint") and "cannot be read" in row["detail"]
-    table = runner.invoke(app, ["status", str(out)]).output
+    table = cli("status", str(out)).output
     assert "failed" in table and "cannot be read" in table
 
 
@@ -138,19 +165,18 @@ def test_submit_slurm_preempted_cell_requeues_resumes_and_matches_uninterrupted(
     (task,) = json.loads((out / "manifest.json").read_text())["submissions"][0]["tasks"]
     job = task["job_id"]
     err = out / "logs" / job / f"{job}_0_log.err"
-    _wait_until(lambda: err.exists() and err.read_text().count('"outer_step"') >= 2, 180, "the task's first steps")
-    # What submitit's SlurmJob._interrupt does: SIGTERM (ignored by submitit), then USR2 (checkpoint, requeue).
-    for sig in ("SIGTERM", "USR2"):
-        subprocess.run(["scancel", "--signal", sig, job], check=True, timeout=30)
-    seen = set()
-
-    def finished():
-        states = _status(out)
-        seen.add(states[0]["state"])
-        return states[0]["state"] in ("done", "failed") and states[0]
-    row = _wait_until(finished, 240, "the requeued task to finish")
+    _wait_until(lambda: err.exists() and err.read_text().count('"outer_step"') >= 2, 180, "the task's first steps",
+                every=0.05)
+    # The node is drained first, so the requeued task stays pending until the node is resumed:
+    # `status` shows the requeue as a state that lasts, not a moment between two polls.
+    with _drained(_node_of(job)):
+        # What submitit's SlurmJob._interrupt does: SIGTERM (ignored by submitit), then USR2 (checkpoint, requeue).
+        for sig in ("SIGTERM", "USR2"):
+            subprocess.run(["scancel", "--signal", sig, job], check=True, timeout=30)
+        row = _wait_until(lambda: _row_in(out, "requeued", "done", "failed"), 240, "the task to be requeued")
+        assert row["state"] == "requeued", f"status did not show the requeue: {row}"
+    row = _wait_until(lambda: _row_in(out, "done", "failed"), 240, "the requeued task to finish")
     assert row["state"] == "done", row
-    assert "requeued" in seen, f"status never showed the requeue; it showed {seen}"
     text = err.read_text()
     assert "this job is preempted" in text and text.count('"event": "resume"') == 1
     path = out / f"{task['cell']}.h5"

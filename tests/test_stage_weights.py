@@ -1,4 +1,4 @@
-"""Stage probabilities π (ALGORITHM.md §10.2-§10.5), checked against the §10.3 vectors."""
+"""Stage probabilities π (docs/method.md §10.2-§10.5), checked against the §10.3 vectors."""
 
 import dataclasses
 import math

@@ -14,16 +14,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import cli, set_args
 
 from ppodd.report import records as record_fields, stats, summary
 from ppodd.storage import writer as store
-from ppodd.cli import app
 from ppodd.config import build_config, load_config, to_dict
 from ppodd.storage.record import EvalResult, RunRecord, StageRecord
 from ppodd.cell.identity import result_name
 
-runner = CliRunner()
 H, W, TILE, K = 15, 38, 8, 10
 CHECKPOINTS = [2, 4]
 
@@ -182,7 +180,7 @@ def check_every_format(folder: Path) -> None:
     expected = recompute(folder)
     outputs = {}
     for fmt in ("table", "markdown", "csv", "json"):
-        result = runner.invoke(app, ["summarize", str(folder), "--format", fmt])
+        result = cli("summarize", str(folder), "--format", fmt)
         assert result.exit_code == 0, result.output
         assert result.stderr == ""
         outputs[fmt] = result.stdout
@@ -200,20 +198,20 @@ def test_summarize_fabricated_grid_every_format_matches_files(tmp_path):
 @pytest.mark.slow
 def test_summarize_submitted_demo_grid_every_format_matches_files(tmp_path, tiny_overrides):
     out = tmp_path / "grid"
-    sets = [a for o in tiny_overrides + ["distill.batch_patches=32"] for a in ("--set", o)]
-    submitted = runner.invoke(app, ["submit", "--config", "configs/demo.yaml", *sets, "--ipc", "0.6,0.9",
-                                    "--seeds", "0-1", "--method", "ppodd,podd", "--out", str(out),
-                                    "--cluster", "local"])
+    sets = set_args(tiny_overrides + ["distill.batch_patches=32"])
+    submitted = cli("submit", "--config", "configs/demo.yaml", *sets, "--ipc", "0.6,0.9",
+                    "--seeds", "0-1", "--method", "ppodd,podd", "--out", str(out),
+                    "--cluster", "local")
     assert submitted.exit_code == 0, submitted.output
     check_every_format(out)
-    table = runner.invoke(app, ["summarize", str(out)])
+    table = cli("summarize", str(out))
     assert "Δ pool vs podd" in table.stdout and "!" not in table.stdout
 
 
 def test_summarize_out_file_and_plots_written(tmp_path):
     fake_grid(tmp_path / "runs")
-    result = runner.invoke(app, ["summarize", str(tmp_path / "runs" / "*.h5"), "--format", "markdown",
-                                 "--out", str(tmp_path / "t.md"), "--plots", str(tmp_path / "fig")])
+    result = cli("summarize", str(tmp_path / "runs" / "*.h5"), "--format", "markdown",
+                 "--out", str(tmp_path / "t.md"), "--plots", str(tmp_path / "fig"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t.md").read_text().startswith("**synthetic: final accuracy")
     from PIL import Image
@@ -230,12 +228,12 @@ def test_summarize_out_file_and_plots_written(tmp_path):
 def test_summarize_missing_seed_flagged_not_averaged(tmp_path):
     fake_grid(tmp_path, ipcs=(0.9,))
     next(tmp_path.glob("podd-*seed1-*.h5")).unlink()
-    document = json.loads(runner.invoke(app, ["summarize", str(tmp_path), "--format", "json"]).stdout)
+    document = json.loads(cli("summarize", str(tmp_path), "--format", "json").stdout)
     podd = next(g for g in document["groups"] if g["method"] == "podd")
     assert podd["n"] == 1 and podd["seeds"] == [0] and podd["missing_seeds"] == [1]
     ppodd = next(g for g in document["groups"] if g["method"] == "ppodd")
     assert ppodd["difference"]["n"] == 1 and ppodd["difference"]["pool"]["low"] is None
-    text = runner.invoke(app, ["summarize", str(tmp_path)]).stdout
+    text = cli("summarize", str(tmp_path)).stdout
     assert "! podd, ipc 0.9: missing seeds 1" in text
 
 
@@ -249,7 +247,7 @@ def test_summarize_manifest_cell_without_result_flagged_incomplete(tmp_path):
     unfinished = paths[1]  # ppodd seed 1
     unfinished.rename(unfinished.with_suffix(".ckpt"))
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "ppodd-manifest", "format_version": 1, "cells": cells, "submissions": []}))
-    result = runner.invoke(app, ["summarize", str(tmp_path), "--format", "json"])
+    result = cli("summarize", str(tmp_path), "--format", "json")
     assert result.exit_code == 0 and result.stderr == ""
     document = json.loads(result.stdout)
     ppodd = next(g for g in document["groups"] if g["method"] == "ppodd")
@@ -281,7 +279,7 @@ def test_summarize_bad_files_one_line_each_good_files_still_summarised(tmp_path)
     good = fake_grid(tmp_path / "runs", seeds=(0,), ipcs=(0.9,))
     bad = _bad_files(tmp_path / "runs", good[0])
     missing = tmp_path / "gone.h5"
-    result = runner.invoke(app, ["summarize", str(tmp_path / "runs"), str(missing)])
+    result = cli("summarize", str(tmp_path / "runs"), str(missing))
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == len(bad) + 1 and "Traceback" not in result.output
@@ -290,7 +288,7 @@ def test_summarize_bad_files_one_line_each_good_files_still_summarised(tmp_path)
         assert line.startswith(f"skipped ({reason}): {tmp_path / 'runs' / name}: ")
     assert any(line == f"skipped (missing): {missing}: no such file" for line in lines)
     assert "podd" in result.stdout and "ppodd" in result.stdout
-    allowed = runner.invoke(app, ["summarize", str(tmp_path / "runs"), "--allow-bad", "--format", "json"])
+    allowed = cli("summarize", str(tmp_path / "runs"), "--allow-bad", "--format", "json")
     assert allowed.exit_code == 0
     document = json.loads(allowed.stdout)
     assert sorted(b["reason"] for b in document["bad_files"]) == sorted(bad.values())
@@ -301,16 +299,16 @@ def test_summarize_bad_files_one_line_each_good_files_still_summarised(tmp_path)
 
 
 def test_summarize_nothing_found_or_bad_format_exits_2(tmp_path):
-    empty = runner.invoke(app, ["summarize", str(tmp_path)])
+    empty = cli("summarize", str(tmp_path))
     assert empty.exit_code == 2 and "no run files" in empty.stderr
     fake_run(tmp_path)
-    wrong = runner.invoke(app, ["summarize", str(tmp_path), "--format", "xml"])
+    wrong = cli("summarize", str(tmp_path), "--format", "xml")
     assert wrong.exit_code == 2 and "allowed table, markdown, csv, json" in wrong.stderr
 
 
 def test_summarize_unmatched_glob_reported_and_exit_1(tmp_path):
     fake_run(tmp_path)
-    result = runner.invoke(app, ["summarize", str(tmp_path / "*.h5"), str(tmp_path / "nope*.h5")])
+    result = cli("summarize", str(tmp_path / "*.h5"), str(tmp_path / "nope*.h5"))
     assert result.exit_code == 1 and result.stderr.strip() == f"skipped (missing): {tmp_path / 'nope*.h5'}: no file matches"
 
 
@@ -323,7 +321,7 @@ def test_summarize_boost_and_stage_ablations_drop_from_default(tmp_path):
             fake_run(tmp_path, sets=(f"ppodd.boost={boost}",), seed=seed, accuracy=acc)
         for stages, acc in ((3, 47.0), (4, 49.0)):
             fake_run(tmp_path, sets=(f"ppodd.stages={stages}",), seed=seed, accuracy=acc)
-    document = json.loads(runner.invoke(app, ["summarize", str(tmp_path), "--format", "json"]).stdout)
+    document = json.loads(cli("summarize", str(tmp_path), "--format", "json").stdout)
     groups = {json.dumps(g["setting"], sort_keys=True): g for g in document["groups"]}
     tables = {a["axis"]: a for a in document["ablations"]}
     assert sorted(tables) == ["ppodd.boost", "ppodd.stages"]
@@ -341,13 +339,13 @@ def test_summarize_boost_and_stage_ablations_drop_from_default(tmp_path):
     assert stages["reference_rule"] == "best" and stages["fixed"] == {"ppodd.boost": 1.5}
     best = max(stages["rows"], key=lambda r: r["pool"]["mean"])
     assert best["reference"] and all(r["pool"]["drop"] <= 0 for r in stages["rows"])
-    given = json.loads(runner.invoke(app, ["summarize", str(tmp_path), "--format", "json",
-                                           "--default", "ppodd.stages=3"]).stdout)
+    given = json.loads(cli("summarize", str(tmp_path), "--format", "json",
+                           "--default", "ppodd.stages=3").stdout)
     assert next(a for a in given["ablations"] if a["axis"] == "ppodd.stages")["reference"] == 3
-    typo = runner.invoke(app, ["summarize", str(tmp_path), "--default", "ppodd.stage=3"])
+    typo = cli("summarize", str(tmp_path), "--default", "ppodd.stage=3")
     assert typo.exit_code == 2 and typo.stderr.strip() == (
         "error: --default ppodd.stage: not a setting of these runs (settings: ppodd.boost, ppodd.stages)")
-    text = runner.invoke(app, ["summarize", str(tmp_path)]).stdout
+    text = cli("summarize", str(tmp_path)).stdout
     assert "ablation of ppodd.boost" in text and "1.5 (reference)" in text
 
 
@@ -355,7 +353,7 @@ def test_summarize_podd_ignores_ppodd_options_in_its_setting(tmp_path):
     for boost in (0.0, 1.5):
         fake_run(tmp_path, "ppodd", sets=(f"ppodd.boost={boost}",))
         fake_run(tmp_path, "podd", sets=(f"ppodd.boost={boost}",))
-    document = json.loads(runner.invoke(app, ["summarize", str(tmp_path), "--format", "json"]).stdout)
+    document = json.loads(cli("summarize", str(tmp_path), "--format", "json").stdout)
     podd = [g for g in document["groups"] if g["method"] == "podd"]
     assert len(podd) == 1 and podd[0]["setting"] == {} and podd[0]["variant"] == "-"
     assert podd[0]["n"] == 1 and podd[0]["duplicate_seeds"] == [0]
@@ -370,7 +368,7 @@ def test_summarize_reference_json_becomes_a_row(tmp_path):
     (tmp_path / "initial.json").write_text(json.dumps({
         "poster": "initial", "checkpoints": [2, 4], "mean": [10.0, 12.5], "per_net": [[9, 11], [12, 13]],
         "pixels": 570, "effective_ipc": 0.89, "seconds": 3.0, "dataset": "synthetic", "ipc": 0.9, "seed": 0}))
-    document = json.loads(runner.invoke(app, ["summarize", str(tmp_path), "--format", "json"]).stdout)
+    document = json.loads(cli("summarize", str(tmp_path), "--format", "json").stdout)
     ref = next(g for g in document["groups"] if g["method"] == "reference:initial")
     assert ref["pool"]["mean"] == ref["live"]["mean"] == 12.5 and ref["pool"]["at"]["2"]["mean"] == 10.0
     assert ref["missing_seeds"] == [] and (ref["ipc"], ref["seeds"]) == (0.9, [0])
@@ -421,6 +419,6 @@ def test_read_files_in_processes_same_as_one_by_one(tmp_path, monkeypatch):
 def test_summarize_unwritable_out_one_line_exit_1(tmp_path):
     fake_run(tmp_path)
     (tmp_path / "file").write_text("")
-    result = runner.invoke(app, ["summarize", str(tmp_path), "--out", str(tmp_path / "file" / "t.md")])
+    result = cli("summarize", str(tmp_path), "--out", str(tmp_path / "file" / "t.md"))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.startswith(f"error: cannot write {tmp_path / 'file' / 't.md'}: ")

@@ -3,16 +3,13 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gen
 
 from ppodd.method.distill import Pool, StepSettings, clip_by_ema, meta_gradient
 from ppodd.method.labels import fixed_labels, init_label_map
 from ppodd.method.model import forward, init_params
 from ppodd.method.poster import init_poster, make_geometry
 from ppodd.method.unroll import AdamState, adam_update, draw_step, synthetic_batch, unroll, warm_up
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def test_adam_update_matches_torch_optim_adam_over_steps():

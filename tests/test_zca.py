@@ -1,4 +1,4 @@
-"""ZCA whitening (ALGORITHM.md §1): fit against a numpy reference, whitening, round trip, cache."""
+"""ZCA whitening (docs/method.md §1): fit against a numpy reference, whitening, round trip, cache."""
 
 from __future__ import annotations
 

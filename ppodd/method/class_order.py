@@ -1,4 +1,4 @@
-"""Class order on the poster grid, PoCO and its fallbacks (ALGORITHM.md §4).
+"""Class order on the poster grid, PoCO and its fallbacks (docs/method.md §4).
 
 The CLIP-based PoCO order itself is not computed here: CLIP weights are an optional, external
 dependency. Compute it elsewhere (§4 steps 1–2 give the distance) and name the grid's JSON file in

@@ -1,4 +1,4 @@
-"""Patch labels: fixed overlap labels and the learned label map (ALGORITHM.md §5)."""
+"""Patch labels: fixed overlap labels and the learned label map (docs/method.md §5)."""
 
 from __future__ import annotations
 

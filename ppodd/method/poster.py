@@ -1,4 +1,4 @@
-"""Poster geometry, pixel budget, initialisation and patch extraction (ALGORITHM.md §0, §2, §3)."""
+"""Poster geometry, pixel budget, initialisation and patch extraction (docs/method.md §0, §2, §3)."""
 
 from __future__ import annotations
 

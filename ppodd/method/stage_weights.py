@@ -1,4 +1,4 @@
-"""Stage probabilities π over the P-PoDD poster pool (ALGORITHM.md §10.2-§10.5).
+"""Stage probabilities π over the P-PoDD poster pool (docs/method.md §10.2-§10.5).
 
 The pool is always handled in chronological order, ``[S_1, ..., S_t, live]``: frozen snapshots
 oldest first and the live poster last. The code reading's slot order ``[live, S_1, ..., S_t]``

@@ -3,7 +3,7 @@
 Writing is `storage.writer`, reading `storage.reader`; both follow the layout below.
 
 Layout of format "ppodd-run", format_version 1 (docs/hdf5.md says the same with MUST/MAY and shows
-an `h5ls -r` listing). Symbols are ALGORITHM.md's: T stages (t = 1 … T), K classes, R × Q class
+an `h5ls -r` listing). Symbols are those of docs/method.md: T stages (t = 1 … T), K classes, R × Q class
 grid, H × W poster, N = n_x·n_y patches, h_l × w_l learned label map. Three more: S evaluation
 checkpoints, `nets` evaluation networks, M members of an evaluated pool, U outer steps of the run.
 Integers are int64, floats float64, strings variable-length UTF-8, accuracies percent (0–100),

@@ -4,7 +4,7 @@ Runs wherever the `transformers` package and the openai/clip-vit-base-patch32 we
 available (`pip install 'ppodd[clip]'`), and writes a JSON grid that any run then loads with
 `poster.class_order=FILE.json`:
 
-    python -m ppodd.datasets.clip_order --dataset cifar10 --rows 2 --cols 5 --out order.json
+    python -m ppodd.cell.clip_order --dataset cifar10 --rows 2 --cols 5 --out order.json
 """
 
 from __future__ import annotations
