@@ -23,6 +23,7 @@ def cifar_root(tmp_path_factory):
 
 @needs_cifar
 @pytest.mark.cifar
+@pytest.mark.slow
 def test_imagefolder_reads_shared_cifar10_split_and_classes(cifar_root, tmp_path):
     data = load_dataset("imagefolder", cifar_root, cache_dir=tmp_path)
     assert data.train_x.shape == (50000, 3, 32, 32) and data.test_x.shape == (10000, 3, 32, 32)

@@ -54,8 +54,6 @@ DELAYS = {"prepare": 0.3, "distill": 0.06, "checkpoint": 0.004, "stage_end": 0.1
           "write": 0.7}
 REQUIRED = {"prepare", "distill", "stage_end", "evaluate", "write"}
 
-pytestmark = pytest.mark.slow
-
 
 def command(out: Path, *extra: str) -> list[str]:
     """The `ppodd run` command line of the test cell, through the marker wrapper."""
@@ -250,6 +248,7 @@ def test_kill_plan_hits_every_phase_and_ends_with_evaluations_then_writes():
         assert plan[-2 * late:] == ["evaluate"] * late + ["write"] * late
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_rerun_finishes_bitwise_equal(reference, tmp_path, kills):
     seed = int(os.environ.get("PPODD_KILL_SEED") or random.SystemRandom().randrange(10**6))
     plan = kill_plan(kills, random.Random(seed))
@@ -280,6 +279,7 @@ def test_sigkill_at_random_moments_rerun_finishes_bitwise_equal(reference, tmp_p
     assert sorted(p.name for p in out.iterdir()) == [result.name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
 def test_slurm_signal_checkpoints_exits_1_and_resumed_run_is_bitwise_equal(reference, tmp_path, sig):
     out, env = tmp_path / "out", environment(tmp_path / "cache")
@@ -297,6 +297,7 @@ def test_slurm_signal_checkpoints_exits_1_and_resumed_run_is_bitwise_equal(refer
     assert_bitwise_equal(reference, result)
 
 
+@pytest.mark.slow
 def test_second_run_of_same_cell_refuses_naming_lock_holder_then_resumes_after_holder_dies(reference, tmp_path):
     out, env = tmp_path / "out", environment(tmp_path / "cache")
     # The first run sits in its final write (long pauses) until it is killed, holding the lock.
@@ -317,6 +318,7 @@ def test_second_run_of_same_cell_refuses_naming_lock_holder_then_resumes_after_h
     assert sorted(p.name for p in out.iterdir()) == [reference.name]
 
 
+@pytest.mark.slow
 def test_different_cells_into_one_folder_at_once_do_not_interfere(reference, tmp_path):
     out, env = tmp_path / "out", environment(tmp_path / "cache")
     runs = [Process(command(out, f"seed={seed}"), env) for seed in (0, 1)]
@@ -374,6 +376,7 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_disk_full_mid_run_one_line_checkpoint_intact_then_resumes_equal(reference, tmp_path, small_disk):
     disk = small_disk("8m")
     out, env = disk / "out", environment(tmp_path / "cache")
@@ -396,6 +399,7 @@ def test_disk_full_mid_run_one_line_checkpoint_intact_then_resumes_equal(referen
     assert_bitwise_equal(reference, out / reference.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command_name", ["run", "submit"])
 def test_full_or_read_only_disk_refused_before_any_work(tmp_path, small_disk, command_name):
     full, read_only = small_disk("256k"), small_disk("1m", "ro")

@@ -62,6 +62,7 @@ def test_run_cell_resumed_after_interruption_is_bitwise_equal(tmp_path, tiny_ove
     assert_same_results(read_run(straight), read_run(resumed))
 
 
+@pytest.mark.slow
 def test_run_cell_demo_tensor_sizes_on_two_threads_are_bitwise_reproducible(tmp_path, log):
     # The demo config's poster, patch batch and network as they are (large enough for PyTorch's
     # parallel CPU kernels), with fewer steps: two runs on two threads must agree bit for bit.
@@ -106,6 +107,7 @@ def test_run_cell_too_many_patches_per_step_fails_before_work(tmp_path, tiny_ove
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_ppodd_run_sigterm_checkpoints_exits_and_resumes(tmp_path, tiny_overrides):
     import os
     import signal

@@ -20,6 +20,8 @@ from ppodd.cluster.slurm import slurm_reachable
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
+# A cluster to start and stop, and real array jobs: 5 to 25 s a test on 2 cores.
+pytestmark = pytest.mark.slow
 
 
 def _start_cluster(base: Path) -> str:
