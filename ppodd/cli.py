@@ -95,19 +95,29 @@ def run(
 
 @app.command()
 def evaluate(
-    poster: Annotated[str, typer.Argument(help="initial | real | a run file (.h5) whose final live poster to score")],
+    poster: Annotated[str, typer.Argument(help="initial | real | random-real | a run file (.h5) | a poster file "
+                                               "(.pt, .npy, .npz in the model's input space; .png, .jpg in pixels)")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="learned label map (K, h_l, w_l) of a "
+                                                                      "poster file, as .pt, .npy or .npz")] = None,
+    pixels: Annotated[Optional[int], typer.Option(help="random-real: pixel budget (default: the config's "
+                                                       "poster)")] = None,
+    ipc: Annotated[Optional[float], typer.Option("--ipc", help="random-real: budget in images per class "
+                                                              "instead of --pixels")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
-    """Score a reference poster under a config's evaluation protocol (docs/method.md §9).
+    """Score any poster under a config's evaluation protocol (docs/method.md §9).
 
     `initial` is the untrained poster a run starts from; `real` puts one random training image
-    of each class on its tile. A run file is scored with its own stored config, plus --set.
+    of each class on its tile; `random-real` trains on whole random training images, as many as
+    the pixel budget holds. A run file is scored with its own stored config, plus --set. A poster
+    file must have the config's poster size.
     """
     import json
 
-    from ppodd.cell.baselines import KINDS, evaluate_reference
+    from ppodd.cell.baselines import Reference, check_reference, evaluate_reference
+    from ppodd.cell.poster_input import pixels_for_ipc
     from ppodd.cell.prepare import prepare
     from ppodd.cell.progress import Progress, configure_logging
     from ppodd.config import apply_overrides, build_config, load_config, parse_override
@@ -116,14 +126,23 @@ def evaluate(
     configure_logging()
     log = structlog.get_logger("ppodd")
     try:
-        if poster in KINDS:
-            cfg = load_config(config, set_ or [])
-        elif poster.endswith(".h5"):
+        check_reference(poster)
+        if (pixels is not None or ipc is not None) and poster != "random-real":
+            raise ConfigError("--pixels and --ipc: only with random-real")
+        if pixels is not None and ipc is not None:
+            raise ConfigError("--pixels and --ipc: give one budget, not both")
+        if pixels is not None and pixels < 1:
+            raise ConfigError(f"--pixels: must be >= 1, got {pixels}")
+        if ipc is not None and not ipc > 0:
+            raise ConfigError(f"--ipc: must be > 0, got {ipc}")
+        if poster.endswith(".h5"):
             overrides = [parse_override(text) for text in set_ or []]
             cfg = build_config(apply_overrides(read_run(Path(poster)).config, overrides))
         else:
-            raise ConfigError(f"poster: {poster!r} is not one of {', '.join(KINDS)} or a .h5 run file")
-        result = evaluate_reference(prepare(cfg, _host()), poster, Progress(0, 0, log, bar=False))
+            cfg = load_config(config, set_ or [])
+        prep = prepare(cfg, _host())
+        budget = pixels_for_ipc(prep, ipc) if ipc is not None else (pixels or 0)
+        result = evaluate_reference(prep, Reference(poster, labels, budget), Progress(0, 0, log, bar=False))
     except PpoddError as e:
         _fail(e)
     row = {"poster": poster, "checkpoints": result.checkpoints,
@@ -321,6 +340,53 @@ def plot(
 
     try:
         for path in run_figures(file, out, _host(), zca, warn=lambda line: typer.echo(line, err=True)):
+            typer.echo(str(path))
+    except PpoddError as e:
+        _fail(e)
+
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="a run file (.h5), or a poster file (.pt, .npy, .npz, .png, .jpg) "
+                                               "with --config")],
+    format_: Annotated[str, typer.Option("--format", help="pt | npz | png | imagefolder")] = "pt",
+    out: Annotated[Path, typer.Option("--out", "-o", help="file to write (a folder for imagefolder, or for "
+                                                           "several posters)")] = Path("poster.pt"),
+    stage: Annotated[str, typer.Option(help="run file: live (the final live poster), pool (every member of "
+                                            "the final pool) or a stage number")] = "live",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="poster file with learned labels: its "
+                                                                      "label map")] = None,
+    zca: Annotated[Optional[Path], typer.Option(
+        "--zca", help="run file: ZCA cache file (zca-KEY.pt) for png and imagefolder; default: the run's "
+                      "cache, else refit from its data")] = None,
+) -> None:
+    """Write a poster for other tools: the reference codes' .pt layout, its patch set with soft labels
+    (.npz), a PNG through the inverse ZCA, or an image folder with a label file.
+
+    `ppodd evaluate` reads .pt and .npz exports back unchanged.
+    """
+    from ppodd.config import load_config
+    from ppodd.report.export import FORMATS, file_poster, run_posters
+    from ppodd.report.export import export as write
+    from ppodd.storage.poster_files import is_poster_file
+
+    try:
+        if format_ not in FORMATS:
+            raise ConfigError(f"--format {format_!r}: allowed {', '.join(FORMATS)}")
+        if source.endswith(".h5"):
+            if config is not None or set_ or labels is not None:
+                raise ConfigError("--config, --set and --labels: only for a poster file; a run file has its own")
+            posters = run_posters(Path(source), stage, _host(), zca, warn=lambda line: typer.echo(line, err=True))
+        elif is_poster_file(source):
+            if stage != "live":
+                raise ConfigError("--stage: only for a run file")
+            posters = [file_poster(Path(source), load_config(config, set_ or []), _host(), labels)]
+        else:
+            raise ConfigError(f"source {source!r}: expected a .h5 run file or a poster file "
+                              "(.pt, .npy, .npz, .png, .jpg)")
+        for path in write(posters, format_, out):
             typer.echo(str(path))
     except PpoddError as e:
         _fail(e)

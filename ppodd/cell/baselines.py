@@ -1,26 +1,44 @@
-"""Reference posters scored under a config's evaluation protocol (§9), to put results in context.
+"""Any poster scored under a config's evaluation protocol (§9), and the references to compare with.
 
 * `initial`: the untrained poster a run starts from (§3), what distillation has to beat.
 * `real`: a poster whose class tiles are random real training images of the tile's class, placed
   by the class order and fade-blended like the initial tiles, so the fixed labels fit them.
-* a run file: its final live poster, evaluated again (e.g. with more nets or steps).
+* `random-real`: whole random training images, class-balanced, as many as a pixel budget holds
+  (the equal-budget baseline); by default the budget of the config's poster.
+* a run file (`.h5`): its final live poster, evaluated again (e.g. with more nets or steps).
+* a poster file (`.pt`, `.npy`, `.npz`, `.png`, `.jpg`): a poster from another code base or an
+  export, checked against the config's geometry (`cell.poster_input`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ppodd.cell.poster_input import label_map_from_file, poster_from_file, random_real_strip
 from ppodd.cell.prepare import Prepared
 from ppodd.cell.stages import Evaluator, fresh_state
 from ppodd.errors import ConfigError
+from ppodd.method.labels import read_patch_labels
 from ppodd.method.poster import PosterGeometry, blend_strip
 from ppodd.method.seeding import generator
+from ppodd.storage.poster_files import is_poster_file
 from ppodd.storage.reader import read_run
 from ppodd.storage.record import EvalResult
 
-KINDS = ("initial", "real")
+KINDS = ("initial", "real", "random-real")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What to score: a kind of KINDS, a run file or a poster file; a label map file for learned
+    labels; the pixel budget of `random-real` (0: the config's poster)."""
+
+    what: str
+    labels: Path | None = None
+    pixels: int = 0
 
 
 def real_tile_poster(geom: PosterGeometry, order: list[list[int]], train_x: torch.Tensor,
@@ -41,17 +59,47 @@ def real_tile_poster(geom: PosterGeometry, order: list[list[int]], train_x: torc
     return blend_strip(rows, geom.tile_y, axis=-2)
 
 
-def evaluate_reference(prep: Prepared, what: str, progress) -> EvalResult:
-    """The evaluation of a reference poster (`initial`, `real` or a run file) on its own."""
-    cfg = prep.cfg
-    if prep.fixed_labels is None:
-        raise ConfigError("poster.labels: reference posters need fixed labels, got 'learned'")
+def check_reference(what: str) -> None:
+    """ConfigError unless `what` names something `evaluate_reference` scores."""
+    if what not in KINDS and not what.endswith(".h5") and not is_poster_file(what):
+        raise ConfigError(f"poster: {what!r} is not one of {', '.join(KINDS)}, a .h5 run file or a poster file "
+                          "(.pt, .npy, .npz, .png, .jpg)")
+
+
+def evaluate_reference(prep: Prepared, ref: Reference, progress) -> EvalResult:
+    """The evaluation of one poster on its own, under the config's protocol."""
+    cfg, what = prep.cfg, ref.what
+    check_reference(what)
     state = fresh_state(prep)
+    engine = Evaluator(prep, state, progress)
+    if what == "random-real":
+        pixels = ref.pixels or prep.geom.pixels
+        strip, labels, geom = random_real_strip(prep, pixels, generator(cfg.seed, "baseline", "random-real", pixels))
+        return engine.evaluate(strip[None], labels, [1.0], [0], "baseline", what, pixels, geom=geom)
     if what == "initial":
         poster = state.live
     elif what == "real":
         poster = real_tile_poster(prep.geom, prep.order, prep.train_x, prep.train_y,
                                   generator(cfg.seed, "baseline", "real"))
+    elif what.endswith(".h5"):
+        # The run's own patch labels: its fixed labels, or those its learned map gave.
+        last = read_run(Path(what)).stages[-1]
+        poster, labels = last.poster.to(prep.device), last.patch_labels.to(prep.device)
+        return engine.evaluate(poster[None], labels[None], [1.0], [0], "baseline", what)
     else:
-        poster = read_run(Path(what)).stages[-1].poster.to(prep.device)
-    return Evaluator(prep, state, progress).evaluate(poster[None], prep.fixed_labels[None], [1.0], [0], "baseline", what)
+        poster = poster_from_file(prep, Path(what))
+    return engine.evaluate(poster[None], poster_labels(prep, ref)[None], [1.0], [0], "baseline", what)
+
+
+def poster_labels(prep: Prepared, ref: Reference) -> torch.Tensor:
+    """(N, K) patch labels of a poster under the config: its fixed labels, or those the learned
+    label map of `ref.labels` gives."""
+    if prep.fixed_labels is not None:
+        if ref.labels is not None:
+            raise ConfigError(f"--labels {ref.labels}: the config uses fixed labels; drop --labels or set "
+                              "poster.labels=learned")
+        return prep.fixed_labels
+    if ref.labels is None:
+        raise ConfigError("--labels: the config uses learned labels (poster.labels=learned); give the poster's "
+                          "label map with --labels FILE")
+    return read_patch_labels(label_map_from_file(prep, ref.labels), prep.geom, prep.cfg.poster.label_eps)

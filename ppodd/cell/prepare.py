@@ -67,6 +67,7 @@ class Prepared:
     fixed_labels: torch.Tensor | None   # (N, K) with fixed labels
     label_shape: tuple[int, int] | None  # (h_l, w_l) with learned labels
     zca_key: str
+    zca_matrix: torch.Tensor | None  # M (D, D) on the CPU; None when ZCA is off
 
 
 def build_geometry(cfg: RunConfig, num_classes: int, image_size: int, dataset: str) -> PosterGeometry:
@@ -147,7 +148,7 @@ def prepare(cfg: RunConfig, host: Host) -> Prepared:
     use_ieee_float32()
     data = load_data(cfg, host)
     geom, order = plan_poster(cfg, data, device)
-    train_x, test_x, key = data.train_x, data.test_x, ""
+    train_x, test_x, key, matrix = data.train_x, data.test_x, "", None
     if cfg.data.zca:
         matrix, key = fit_zca(cfg, data, host)
         train_x, test_x = apply_zca(train_x, matrix), apply_zca(test_x, matrix)
@@ -157,4 +158,4 @@ def prepare(cfg: RunConfig, host: Host) -> Prepared:
     else:
         shape = learned_label_shape(geom.height, geom.width, data.num_classes)
     return Prepared(cfg, device, data, train_x.to(device), data.train_y.to(device), test_x.to(device),
-                    data.test_y.to(device), geom, order, labels, shape, key)
+                    data.test_y.to(device), geom, order, labels, shape, key, matrix)

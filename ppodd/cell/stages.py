@@ -9,6 +9,7 @@ module adds the order of the steps, the generators they draw from, progress and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -24,7 +25,7 @@ from ppodd.errors import PpoddError
 from ppodd.method.distill import Pool, StepSettings, clip_by_ema, meta_gradient
 from ppodd.method.evaluate import EvalSettings, evaluate_pool
 from ppodd.method.labels import init_label_map
-from ppodd.method.poster import init_poster
+from ppodd.method.poster import PosterGeometry, init_poster
 from ppodd.method.seeding import generator
 from ppodd.method.stage_weights import stage_weights
 from ppodd.storage.checkpoint import RunState
@@ -76,17 +77,24 @@ class Evaluator:
         _, self.eval_settings = settings_of(prep.cfg, prep.data.num_classes)
 
     def evaluate(self, posters: torch.Tensor, labels: torch.Tensor, pi: list[float], members: list[int],
-                 *name: object) -> EvalResult:
-        """Train and test the evaluation nets on a pool (§9) and describe what they saw (D12)."""
+                 *name: object, geom: PosterGeometry | None = None) -> EvalResult:
+        """Train and test the evaluation nets on a pool (§9) and describe what they saw (D12).
+
+        `geom` is the pool's geometry when it is not the run's poster (a strip of real images);
+        a pool of fewer patches than `distill.batch_patches` trains on all of them each step.
+        """
         start = time.monotonic()
+        geom = geom or self.prep.geom
+        settings = self.eval_settings
+        if geom.num_patches < settings.batch_patches:
+            settings = dataclasses.replace(settings, batch_patches=geom.num_patches)
         gen = generator(self.prep.cfg.seed, "eval", *name)
         with reuse_freed_memory():
-            per_net = evaluate_pool(posters, labels, torch.tensor(pi), self.prep.geom, self.prep.test_x,
-                                    self.prep.test_y, self.eval_settings, gen)
+            per_net = evaluate_pool(posters, labels, torch.tensor(pi), geom, self.prep.test_x,
+                                    self.prep.test_y, settings, gen)
         seconds = time.monotonic() - start
         self.state.seconds["evaluate"] = self.state.seconds.get("evaluate", 0.0) + seconds
         used = sum(1 for w in pi if w > 0)
-        geom = self.prep.geom
         result = EvalResult(list(self.eval_settings.checkpoints), per_net.double(), members, list(pi),
                             used * geom.pixels, used * geom.effective_ipc, seconds)
         self.progress.event("evaluation", what="/".join(map(str, name)), accuracy=round(result.final, 2),

@@ -2,7 +2,7 @@
 
 Images are flattened in PyTorch's native C, H, W order. The reference flattens H, W, C; §1 allows
 any fixed order, and the whitened images are the same either way (M only changes by a permutation
-of its rows and columns). Fit and application share `_normalise_rows`, so they always agree.
+of its rows and columns). Fit and application share `normalise_rows`, so they always agree.
 
 Before whitening every image is centred by its own mean and scaled to unit L2 norm (§1 steps 2-3).
 That per-image map is not invertible, so `unapply_zca` returns the normalised image, not the
@@ -26,7 +26,7 @@ _ZCA_FORMAT = 1
 _CHUNK = 4096
 
 
-def _normalise_rows(x: Tensor, dtype: torch.dtype) -> Tensor:
+def normalise_rows(x: Tensor, dtype: torch.dtype) -> Tensor:
     """Flattened images (n, D), each centred by its own mean and scaled to unit L2 norm (§1 steps 1-3).
 
     A constant image centres to zero; its norm is clamped so it stays zero instead of turning NaN.
@@ -58,7 +58,7 @@ def fit_zca(x: Tensor, reg: float = 0.1, chunk_size: int = _CHUNK) -> tuple[Tens
     d = math.prod(x.shape[1:])
     sigma = torch.zeros((d, d), dtype=torch.float64, device=x.device)  # (D, D)
     for start in range(0, n, chunk_size):
-        rows = _normalise_rows(x[start:start + chunk_size], torch.float64)  # (chunk, D)
+        rows = normalise_rows(x[start:start + chunk_size], torch.float64)  # (chunk, D)
         sigma.addmm_(rows.T, rows)
     sigma /= n
     eigvals, eigvecs = torch.linalg.eigh(sigma)  # λ ascending (D,), V (D, D)
@@ -78,7 +78,7 @@ def apply_zca(x: Tensor, matrix: Tensor, chunk_size: int = _CHUNK) -> Tensor:
     m = matrix.to(device=x.device, dtype=torch.float32)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for start in range(0, x.shape[0], chunk_size):
-        rows = _normalise_rows(x[start:start + chunk_size], torch.float64).to(torch.float32)  # (chunk, D)
+        rows = normalise_rows(x[start:start + chunk_size], torch.float64).to(torch.float32)  # (chunk, D)
         out[start:start + rows.shape[0]] = (rows @ m.T).reshape(rows.shape[0], *x.shape[1:])
     return out
 

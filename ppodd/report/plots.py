@@ -222,7 +222,7 @@ def run_figures(path: Path, out: Path, host: Host, zca: Path | None = None,
 
     record = read_run(Path(path))
     out = Path(out)
-    matrix_inv = _inverse_zca(record, host, zca, warn)
+    matrix_inv = inverse_zca(record, host, zca, warn)
     geometry, order, names = record.geometry, record.class_order, record.class_names
     posters = [(f"stage-{s.index}", display_image(unwhiten(s.poster.numpy(), geometry, matrix_inv)))
                for s in record.stages]
@@ -241,7 +241,7 @@ def run_figures(path: Path, out: Path, host: Host, zca: Path | None = None,
     return paths
 
 
-def _inverse_zca(record, host: Host, zca: Path | None, warn: Callable[[str], None]) -> np.ndarray | None:
+def inverse_zca(record, host: Host, zca: Path | None, warn: Callable[[str], None]) -> np.ndarray | None:
     """M⁻¹ of the run's ZCA as float64 (D, D), or None (ZCA off, or nowhere to be found)."""
     from ppodd.cell.prepare import cache_dir
     from ppodd.config import build_config

@@ -65,8 +65,7 @@ def reference_record(row: Mapping[str, Any], file: str) -> dict:
     at = _by_checkpoint(checkpoints, row["mean"])
     final = float(row["mean"][-1])
     return {
-        # `evaluate RUN.h5` names its poster by the run file's path; its name is enough here.
-        "file": file, "kind": "reference", "method": f"reference:{Path(str(row['poster'])).name}",
+        "file": file, "kind": "reference", "method": reference_method(row),
         "dataset": row.get("dataset") or "?", "ipc": row.get("ipc"), "seed": row.get("seed"),
         "variant": "-", "setting": {}, "stages": 0, "complete": True, "reason": None,
         "checkpoints": checkpoints,
@@ -78,6 +77,15 @@ def reference_record(row: Mapping[str, Any], file: str) -> dict:
         "stage_accuracies": [], "pi_history": [], "poster_shape": None,
         "seconds": row.get("seconds"), "format_version": None, "config": {},
     }
+
+
+def reference_method(row: Mapping[str, Any]) -> str:
+    """`reference:<poster>`: a run file or poster file by its name (the path is not needed), and
+    random real images with their pixel budget, since budgets are compared, never averaged."""
+    name = Path(str(row["poster"])).name
+    if name == "random-real":
+        return f"reference:random-real-{int(row['pixels'])}px"
+    return f"reference:{name}"
 
 
 def incomplete_record(file: str, reason: str, method: str, dataset: str, ipc: float, seed: int,
