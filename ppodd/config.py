@@ -116,7 +116,8 @@ class EvalConfig:
 
     nets: int = _opt(8, lo=1, hi=256)
     checkpoints: tuple[int, ...] = _opt((300, 600, 1000, 2000), doc="cumulative steps to test at")
-    lr: float = _opt(1e-3, lo=0.0, lo_open=True)
+    lr: float | None = _opt(None, lo=0.0, lo_open=True, doc="Adam learning rate; empty: distill.inner_lr, "
+                            "as the reference code trains its evaluation nets")
     every_epochs: int = _opt(10, lo=0, doc="in-stage evaluation cadence (0: off)")
     test_batch: int = _opt(2000, lo=1)
 
@@ -382,6 +383,8 @@ def build_config(raw: dict) -> RunConfig:
     """A validated RunConfig from a raw mapping; presets resolved to explicit values."""
     cfg = _build(RunConfig, raw, "")
     cfg = dataclasses.replace(cfg, ppodd=resolve_variant(cfg.ppodd))
+    if cfg.eval.lr is None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, lr=cfg.distill.inner_lr))
     _check_relations(cfg)
     return cfg
 

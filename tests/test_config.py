@@ -76,3 +76,9 @@ def test_config_digest_depends_on_every_setting():
 @pytest.mark.parametrize("name", ["demo", "cpu", "cifar10", "cifar100"])
 def test_shipped_presets_load(name):
     load_config(f"configs/{name}.yaml")
+
+
+def test_evaluation_learning_rate_follows_the_inner_one_unless_set():
+    assert load_config(None, ["distill.inner_lr=0.02"]).eval.lr == 0.02
+    assert load_config(None, ["distill.inner_lr=0.02", "eval.lr=0.005"]).eval.lr == 0.005
+    assert load_config(None).eval.lr == 0.001

@@ -13,11 +13,13 @@ JOBS = sorted(Path("jobs").glob("*.yaml"))
 
 # Cells of each shipped grid: methods x IPCs x axis values x seeds.
 EXPECTED_CELLS = {"table1-cifar10": 2 * 4 * 5, "table2-boost": 2 * 5, "table3-sampling": 2 * 5,
-                  "table4-stages": 5 * 5, "table1-cpu": 2 * 4 * 3, "demo": 2 * 2 * 2}
+                  "table4-stages": 5 * 5, "table1-cpu": 2 * 4 * 3, "demo": 2 * 2 * 2,
+                  "variant-study-cpu": 4 * 3}
 
 
 def expand(exp, out):
-    return grid.expand_grid(exp.config, exp.sets, exp.methods, exp.ipcs, exp.seeds, exp.grid, out)
+    return grid.expand_grid(exp.config, exp.sets, exp.methods, exp.ipcs, exp.seeds, exp.grid, out,
+                            variants=exp.variants)
 
 
 def test_every_shipped_job_file_is_listed_here():
@@ -88,3 +90,28 @@ def test_command_line_options_override_the_job_file(tmp_path, tiny_overrides):
     files = sorted(p.name for p in out.glob("*.h5"))
     assert len(files) == 1 and files[0].startswith("podd-synthetic-ipc0.9-seed3-")
     assert len(manifest["cells"]) == 1
+
+
+def test_variants_are_named_override_sets_applied_together(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"config: {Path('configs/demo.yaml').absolute()}\nseeds: [0, 1]\nvariants:\n  podd: {{method: podd}}\n"
+                    "  newest: {method: ppodd, ppodd.decay_anchor: newest}\n")
+    exp = load_experiment(path)
+    assert exp.variants == [("podd", [("method", "podd")]),
+                            ("newest", [("method", "ppodd"), ("ppodd.decay_anchor", "newest")])]
+    cells = expand(exp, tmp_path)
+    assert [(c.config["method"], c.config["ppodd"]["decay_anchor"], c.config["seed"]) for c in cells] == [
+        ("podd", "oldest", 0), ("podd", "oldest", 1), ("ppodd", "newest", 0), ("ppodd", "newest", 1)]
+    assert cells[2].overrides == ("method=ppodd", "ppodd.decay_anchor=newest", "seed=0")
+
+
+@pytest.mark.parametrize("text", ["variants: [podd]\n", "variants: {}\n", "variants: {podd: method}\n"])
+def test_malformed_variants_refused_naming_the_file(tmp_path, text):
+    assert_file_refused(load_experiment, tmp_path / "bad.yaml", text, "variant")
+
+
+def test_variant_study_job_lists_its_twelve_cells():
+    result = cli("submit", "jobs/variant-study-cpu.yaml", "--dry-run", "--cluster", "local")
+    assert result.exit_code == 0, result.output
+    assert "# 12 cell(s) to run" in result.output
+    assert result.output.count("ppodd.decay_anchor=newest") == 3 and result.output.count("method=podd") == 3

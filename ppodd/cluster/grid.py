@@ -25,6 +25,8 @@ MAX_CELLS = 500
 MAX_SEEDS = 100_000
 
 Axis = tuple[str, list[Any]]
+# A named set of overrides that the grid applies together.
+Variant = tuple[str, list[tuple[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -95,15 +97,20 @@ def parse_grid(items: list[str]) -> list[Axis]:
 
 
 def expand_grid(config: Path | None, sets: list[tuple[str, Any]], methods: list[str], ipcs: list[Any],
-                seeds: list[int], grid: list[Axis], out: Path, max_cells: int | None = None) -> list[Cell]:
-    """Every cell of the cross product method × IPC × grid axes × seed, validated, duplicates dropped.
+                seeds: list[int], grid: list[Axis], out: Path, max_cells: int | None = None,
+                variants: list[Variant] | None = None) -> list[Cell]:
+    """Every cell of the cross product variant × method × IPC × grid axes × seed, validated,
+    duplicates dropped.
 
-    An empty axis keeps the config's value. Seeds vary fastest, so the seeds of one setting sit
-    next to each other in the array. A grid of more than `max_cells` cells (None: no limit) is
-    refused before any cell is built.
+    An empty axis keeps the config's value. A variant is a named set of overrides applied
+    together (e.g. PoDD, and P-PoDD under two readings), so a grid can hold settings that are not
+    a cross product. Seeds vary fastest, so the seeds of one setting sit next to each other in
+    the array. A grid of more than `max_cells` cells (None: no limit) is refused before any cell
+    is built.
     """
-    sizes = [("--method", len(methods)), ("--ipc", len(ipcs)), *((f"--grid {k}", len(v)) for k, v in grid),
-             ("--seeds", len(seeds))]
+    variants = variants or []
+    sizes = [("variants", len(variants)), ("--method", len(methods)), ("--ipc", len(ipcs)),
+             *((f"--grid {k}", len(v)) for k, v in grid), ("--seeds", len(seeds))]
     total = math.prod(n for _, n in sizes if n)
     if max_cells is not None and total > max_cells:
         shape = " x ".join(f"{n} ({name})" for name, n in sizes if n > 1)
@@ -113,14 +120,17 @@ def expand_grid(config: Path | None, sets: list[tuple[str, Any]], methods: list[
         if m not in METHODS:
             raise ConfigError(f"--method {m!r}: allowed {', '.join(METHODS)}")
     raw = read_yaml(config) if config is not None else {}
-    axes = [[("method", m) for m in methods], [("poster.ipc", i) for i in ipcs]]
-    axes += [[(key, v) for v in values] for key, values in grid]
-    axes.append([("seed", s) for s in seeds])
+    # Every axis is a list of entries, each entry the overrides it applies.
+    axes = [[tuple(pairs) for _, pairs in variants], [(("method", m),) for m in methods],
+            [(("poster.ipc", i),) for i in ipcs]]
+    axes += [[((key, v),) for v in values] for key, values in grid]
+    axes.append([(("seed", s),) for s in seeds])
     folder = Path(out).absolute()
     cells: dict[Path, Cell] = {}
     for combo in itertools.product(*[a for a in axes if a]):
-        cfg = build_config(apply_overrides(raw, list(sets) + list(combo)))
+        pairs = [pair for entry in combo for pair in entry]
+        cfg = build_config(apply_overrides(raw, list(sets) + pairs))
         files = cell_files(cfg, folder)
-        overrides = tuple(format_override(key, value) for key, value in combo)
+        overrides = tuple(format_override(key, value) for key, value in pairs)
         cells.setdefault(files.result, Cell(overrides, to_dict(cfg), files))
     return list(cells.values())

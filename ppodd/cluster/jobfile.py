@@ -10,6 +10,9 @@ command and the grid is written down next to the code that runs it::
     seeds: 0-4                        # 0-4, "0,2,5" or a list of integers
     set: {eval.nets: 8}               # overrides applied to every cell
     grid: {ppodd.boost: [1.5, 0.0]}   # one axis per key
+    variants:                         # named override sets, one more axis (not a cross product)
+      podd: {method: podd}
+      paper-newest: {method: ppodd, ppodd.decay_anchor: newest}
     out: results/table2-boost         # default results folder (relative to the working folder)
 
 Options given on the command line take precedence over the file's entries.
@@ -18,7 +21,7 @@ Options given on the command line take precedence over the file's entries.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from ppodd.cluster.grid import parse_seeds
 from ppodd.config import parse_override, read_yaml
 from ppodd.errors import ConfigError
 
-KEYS = ("description", "config", "method", "ipc", "seeds", "set", "grid", "out")
+KEYS = ("description", "config", "method", "ipc", "seeds", "set", "grid", "variants", "out")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Experiment:
     sets: list[tuple[str, Any]]
     grid: list[tuple[str, list[Any]]]
     out: Path | None
+    variants: list[tuple[str, list[tuple[str, Any]]]] = field(default_factory=list)
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -70,6 +74,7 @@ def load_experiment(path: Path) -> Experiment:
         sets=_overrides(where, raw.get("set")),
         grid=_grid(where, raw.get("grid")),
         out=Path(out) if out else None,
+        variants=_variants(where, raw.get("variants")),
     )
 
 
@@ -110,3 +115,16 @@ def _grid(where: str, value: Any) -> list[tuple[str, list[Any]]]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: grid must map keys to lists of values, e.g. {{ppodd.boost: [1.5, 0.0]}}")
     return [(str(k), _items(where, f"grid {k}", v)) for k, v in value.items()]
+
+
+def _variants(where: str, value: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
+    if value is None:
+        return []
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: variants must map names to overrides, e.g. {{podd: {{method: podd}}}}")
+    out = []
+    for name, overrides in value.items():
+        if not isinstance(overrides, dict) or not overrides:
+            raise ConfigError(f"{where}: variant {name!r} must map keys to values, e.g. {{ppodd.variant: code}}")
+        out.append((str(name), [(str(k), v) for k, v in overrides.items()]))
+    return out

@@ -23,7 +23,7 @@ from ppodd.cell.host import Host
 from ppodd.cell.identity import is_complete
 from ppodd.cluster import slurm
 from ppodd.cluster.container import Container, parse_container
-from ppodd.cluster.grid import MAX_CELLS, Axis, Cell, expand_grid
+from ppodd.cluster.grid import MAX_CELLS, Axis, Cell, Variant, expand_grid
 from ppodd.cluster.jobfile import Experiment
 from ppodd.cluster.local import run_debug, run_local
 from ppodd.cluster.status import cell_statuses, status_table
@@ -50,6 +50,7 @@ class GridSpec:
     seeds: list[int] = field(default_factory=list)
     axes: list[Axis] = field(default_factory=list)
     out: Path = Path("results")
+    variants: list[Variant] = field(default_factory=list)
 
     @classmethod
     def combine(cls, job: Experiment | None, *, config: Path | None, sets: list[tuple[str, Any]],
@@ -64,7 +65,7 @@ class GridSpec:
                    methods=job.methods if methods is None else methods,
                    ipcs=job.ipcs if ipcs is None else ipcs,
                    seeds=job.seeds if seeds is None else seeds,
-                   axes=list(merged.items()), out=out or job.out or Path("results"))
+                   axes=list(merged.items()), out=out or job.out or Path("results"), variants=job.variants)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def submit_grid(spec: GridSpec, run: RunOptions, opts: slurm.SlurmOptions, image
     slurm.check_slurm_options(opts)
     out = spec.out
     cells = expand_grid(spec.config, spec.sets, spec.methods, spec.ipcs, spec.seeds, spec.axes, out,
-                        max_cells=None if run.yes else MAX_CELLS)
+                        max_cells=None if run.yes else MAX_CELLS, variants=spec.variants)
     chosen = slurm.resolve_cluster(run.cluster)
     if chosen == "slurm":
         slurm.check_slurm_out(out)
