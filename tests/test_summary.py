@@ -16,7 +16,8 @@ import pytest
 import torch
 from helpers import cli, set_args
 
-from ppodd.report import records as record_fields, stats, summary
+from ppodd.report import records as record_fields
+from ppodd.report import stats, summary, tables
 from ppodd.storage import writer as store
 from ppodd.config import build_config, load_config, to_dict
 from ppodd.storage.record import EvalResult, RunRecord, StageRecord
@@ -422,3 +423,23 @@ def test_summarize_unwritable_out_one_line_exit_1(tmp_path):
     result = cli("summarize", str(tmp_path), "--out", str(tmp_path / "file" / "t.md"))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.startswith(f"error: cannot write {tmp_path / 'file' / 't.md'}: ")
+
+
+def _reference(poster, pixels, means, checkpoints=(300,)):
+    return record_fields.reference_record({"poster": poster, "checkpoints": list(checkpoints), "mean": means,
+                                           "pixels": pixels, "effective_ipc": pixels / 10240, "dataset": "cifar10",
+                                           "ipc": 0.9, "seed": 0}, f"{poster}.json")
+
+
+def test_gain_over_random_real_at_each_scores_own_pixel_count_and_step():
+    records = [_reference("a_poster.pt", 9180, [40.0]), _reference("random-real", 9180, [25.0]),
+               _reference("random-real", 45900, [35.0]), _reference("late_poster.pt", 9180, [50.0], (2000,))]
+    result = summary.summarize(records)
+    groups = {g["method"]: g for g in result["groups"]}
+    assert set(groups) >= {"reference:random-real-9180px", "reference:random-real-45900px"}
+    gain = groups["reference:a_poster.pt"]["gain_over_random_real"]
+    assert gain["pool"] == {"gain": 15.0, "random_real": 25.0, "random_real_n": 1, "pixels": 9180, "step": 300}
+    assert groups["reference:late_poster.pt"]["gain_over_random_real"] is None  # no random real at 2000 steps
+    assert groups["reference:random-real-9180px"]["gain_over_random_real"] is None
+    text = tables.render(result, [], "table")
+    assert "pool − random real" in text and "+15.00 (random real 25.00 at 9180 px)" in text

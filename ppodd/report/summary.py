@@ -25,6 +25,7 @@ from typing import Any
 
 from ppodd.config import RUN_ONLY_KEYS, VARIANTS
 from ppodd.report.ablation import ablation_tables
+from ppodd.report.random_real import add_gains
 from ppodd.report.records import SCORES
 from ppodd.report.stats import mean_std, paired_interval
 
@@ -256,6 +257,7 @@ def summarize(records: list[dict], defaults: Mapping[str, Any] | None = None) ->
     runs = with_settings(records)
     groups = _groups(runs)
     _pair_differences(groups)
+    add_gains(groups)
     ablations = ablation_tables(groups, defaults or {})
     for group in groups:
         del group["_runs"]

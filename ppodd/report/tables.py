@@ -111,6 +111,14 @@ def main_table(dataset: str, groups: list[dict]) -> Table:
                                  f"{_num(d[score]['mean'], sign=True)} [{_num(d[score]['low'], sign=True)}, "
                                  f"{_num(d[score]['high'], sign=True)}] (n={d['n']})")
                 table.rows.append([method, variant, setting, f"Δ {score} vs podd"] + cells)
+        if any(g.get("gain_over_random_real") for g in members):
+            for score in SCORES:
+                cells = []
+                for ipc in ipcs:
+                    gain = (by_ipc[ipc].get("gain_over_random_real") or {}).get(score) if ipc in by_ipc else None
+                    cells.append("" if gain is None else f"{_num(gain['gain'], sign=True)} (random real "
+                                 f"{_num(gain['random_real'])} at {gain['pixels']} px)")
+                table.rows.append([method, variant, setting, f"{score} − random real"] + cells)
     table.notes = _notes(groups)
     return table
 
