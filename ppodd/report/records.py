@@ -15,7 +15,7 @@ SCORES = ("pool", "live")
 
 
 def run_record(summary: Mapping[str, Any], file: str) -> dict:
-    """The JSON record of one finished run, from what `store.read_scores` returns.
+    """The JSON record of one finished run, from what `storage.reader.read_scores` returns.
 
     `config` (the flattened resolved config) is kept for finding settings; `summarize` drops it.
     """

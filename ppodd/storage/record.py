@@ -60,7 +60,7 @@ class StageRecord:
 
 @dataclass
 class RunRecord:
-    """Everything one run leaves behind; `store.write_run` turns it into one HDF5 file."""
+    """Everything one run leaves behind; `storage.writer.write_run` turns it into one HDF5 file."""
 
     config: dict                    # resolved RunConfig as a plain mapping
     geometry: dict                  # height, width, tile, rows, cols, n_x, n_y, pixels, effective_ipc
