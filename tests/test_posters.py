@@ -141,10 +141,11 @@ def test_random_real_strip_is_class_balanced_whole_images(tmp_path, tiny_overrid
 
 def test_evaluate_random_real_at_a_pixel_budget_or_ipc(run_file, tmp_path):
     _, overrides, _ = run_file
-    result = _evaluate("random-real", overrides, "--pixels", 20 * 64, "--json", tmp_path / "r.json")
+    result = _evaluate("random-real", overrides, "--pixels", 20 * 64 + 63, "--json", tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "r.json").read_text())
     assert row["poster"] == "random-real" and row["pixels"] == 20 * 64 and row["effective_ipc"] == 2.0
+    assert row["budget_pixels"] == 20 * 64 + 63                          # 20 whole 8 x 8 images fit
     assert _evaluate("random-real", overrides, "--ipc", 1).exit_code == 0
     for extra, says in ((["--pixels", 10, "--ipc", 1], "not both"), (["--pixels", 0], ">= 1"),
                         (["--pixels", 10], "less than one")):

@@ -2,7 +2,8 @@
 
 A live poster is compared with random real images of one poster's pixels, a pool with random real
 images of all its posters' pixels, at the same evaluation step, on the same data set: the random
-real images must have been scored with `ppodd evaluate random-real --pixels N --json`.
+real images must have been scored with `ppodd evaluate random-real --pixels N --json`, a budget of N
+pixels (the whole images that fit in it may hold a few pixels less).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ PREFIX = "reference:random-real-"
 def add_gains(groups: list[dict]) -> None:
     """Fill `gain_over_random_real` of every group that is not random real images itself:
     score → {gain, random_real, random_real_n, pixels, step}, or None where no reference fits."""
-    refs = {(g["dataset"], g["pool"]["pixels"]): g for g in groups
+    refs = {(g["dataset"], int(g["method"][len(PREFIX):-2])): g for g in groups
             if g["method"].startswith(PREFIX) and g["n"]}
     for group in groups:
         group["gain_over_random_real"] = None

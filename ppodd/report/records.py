@@ -49,7 +49,11 @@ def run_record(summary: Mapping[str, Any], file: str) -> dict:
         "pi_history": [list(pi) for pi in summary["pi_after"]],
         "poster_shape": list(summary["poster_shape"]),
         "seconds": summary["seconds"],
+        "seconds_per_phase": dict(summary.get("phase_seconds", {})),
+        "device_hours": _hours(summary["seconds"]),
         "format_version": summary["format_version"],
+        "architectures": {name: {score: float(scores[score]["mean"][-1]) for score in SCORES}
+                          for name, scores in summary.get("architectures", {}).items()},
         "config": flatten(summary["config"]),
     }
 
@@ -75,7 +79,8 @@ def reference_record(row: Mapping[str, Any], file: str) -> dict:
         "pixels_live": row["pixels"], "pixels_pool": row["pixels"],
         "effective_ipc_live": row["effective_ipc"], "effective_ipc_pool": row["effective_ipc"],
         "stage_accuracies": [], "pi_history": [], "poster_shape": None,
-        "seconds": row.get("seconds"), "format_version": None, "config": {},
+        "seconds": row.get("seconds"), "seconds_per_phase": {}, "device_hours": _hours(row.get("seconds")),
+        "format_version": None, "architectures": {}, "config": {},
     }
 
 
@@ -84,7 +89,8 @@ def reference_method(row: Mapping[str, Any]) -> str:
     random real images with their pixel budget, since budgets are compared, never averaged."""
     name = Path(str(row["poster"])).name
     if name == "random-real":
-        return f"reference:random-real-{int(row['pixels'])}px"
+        # The budget, not the pixels of the whole images that fit in it, is what posters match.
+        return f"reference:random-real-{int(row.get('budget_pixels', row['pixels']))}px"
     return f"reference:{name}"
 
 
@@ -97,7 +103,8 @@ def incomplete_record(file: str, reason: str, method: str, dataset: str, ipc: fl
         "seed": seed, "variant": variant, "setting": {}, "stages": None, "complete": False,
         "reason": reason, "checkpoints": [], "final_accuracy_at": {},
         "final_accuracy_live_at": {}, "final_accuracy_pool_at": {}, "stage_accuracies": [],
-        "pi_history": [], "poster_shape": None, "format_version": None,
+        "pi_history": [], "poster_shape": None, "format_version": None, "architectures": {},
+        "seconds_per_phase": {}, "device_hours": None,
         "config": flatten(config or {}),
     })
     return record
@@ -105,6 +112,13 @@ def incomplete_record(file: str, reason: str, method: str, dataset: str, ipc: fl
 
 _NUMERIC_FIELDS = ("final_accuracy", "final_accuracy_live", "final_accuracy_pool", "pixels_live",
                    "pixels_pool", "effective_ipc_live", "effective_ipc_pool", "seconds")
+
+
+def _hours(seconds: Any) -> float | None:
+    """Device-hours of a run's wall seconds: a run uses one device (None when unknown)."""
+    if not isinstance(seconds, (int, float)) or seconds != seconds:
+        return None
+    return round(seconds / 3600, 6)
 
 
 def _by_checkpoint(checkpoints: Iterable[int], means: Iterable[float]) -> dict[str, float]:
