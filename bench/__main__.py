@@ -60,11 +60,15 @@ BENCHMARKS = {
     "eval_gpu": Benchmark("bench.evaluation", ("--nets", "8", "--steps", "2000", "--width", "128",
                                                "--device", "cuda"),
                           "evaluation, 8 ConvNet-128 x 2000 steps on a GPU", gpu_only=True),
+    "archs": Benchmark("bench.architectures", (),
+                       "evaluation, 8 nets of each architecture, trained together vs one after another"),
     "compile": Benchmark("bench.compile_eval", (), "torch.compile against eager, evaluation gradient"),
     "precision": Benchmark("bench.precision", (), "setting-1 poster gradient: float32 against float64"),
     "profile": Benchmark("bench.profile_step", ("--device", "cpu"), "torch.profiler of one outer step, setting 1"),
     "data": Benchmark("bench.data_path", (), "patch batch from a 5-poster pool; ZCA fit, cache, apply"),
+    "zca64": Benchmark("bench.zca_images", (), "ZCA fit and save for 64 x 64 images (D = 12,288): phases, peak RSS"),
     "summary": Benchmark("bench.summarize", (), "ppodd summarize over 1,000 result files"),
+    "status": Benchmark("bench.status", (), "ppodd status over a 1,000-cell results folder, Slurm calls counted"),
 }
 
 
@@ -118,6 +122,10 @@ def _row(name: str, result: dict) -> str:
     if "zca_images" in result:
         notes.append(f"patch batch {result['patch_batch_1net']['ms_per_call']} ms; ZCA {result['zca_images']}: "
                      f"cached load {result['zca_cached_load_s']} s, apply {result['zca_apply_train_and_test_s']} s")
+    if "rss_peak_during_fit_gib" in result:
+        notes.append(f"D {result['dim']}, {result['images']} images: covariance {result['covariance_s']:.1f} s, "
+                     f"eigh {result['eigh_s']:.1f} s, products + save {result['products_and_save_s']:.1f} s; "
+                     f"RSS {result['rss_before_fit_gib']} -> {result['rss_peak_during_fit_gib']} GiB")
     notes.append(f"load {result.get('load_1min_at_start', '?')}")
     med = f"{median:9.2f}" if isinstance(median, (int, float)) else f"{'-':>9}"
     spread = result.get("spread_s")

@@ -16,6 +16,7 @@ import torch
 from bench.common import machine, parser, pick_device, spread, timed, write_result
 from ppodd.method.evaluate import _summed_loss
 from ppodd.method.model import init_params
+from ppodd.method.networks import NetSpec
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,16 +29,19 @@ def main(argv: list[str] | None = None) -> None:
     start = machine(device)
     repeats = args.repeats or 5
     gen = torch.Generator().manual_seed(0)
-    params = init_params(10, 8 if args.quick else args.width, 3, 32, gen, nets=args.nets, device=device)
+    width = 8 if args.quick else args.width
+    params = init_params(10, width, 3, 32, gen, nets=args.nets, device=device)
+    spec = NetSpec("convnet", 10, 32, width)
     x = torch.randn(args.nets, 96, 3, 32, 32, generator=gen).to(device)
     y = torch.softmax(torch.randn(args.nets, 96, 10, generator=gen), -1).to(device)
-    eager = torch.func.grad(_summed_loss)
-    compiled = torch.compile(torch.func.grad(_summed_loss))
-    eager(params, x, y)
-    eager_s = [timed(lambda: eager(params, x, y), device) for _ in range(repeats)]
-    first = timed(lambda: compiled(params, x, y), device)
-    compiled_s = [timed(lambda: compiled(params, x, y), device) for _ in range(repeats)]
-    diff = max(float((a - b).abs().max()) for a, b in zip(eager(params, x, y), compiled(params, x, y)))
+    eager = torch.func.grad(_summed_loss, has_aux=True)
+    compiled = torch.compile(torch.func.grad(_summed_loss, has_aux=True))
+    eager(params, spec, [], x, y)
+    eager_s = [timed(lambda: eager(params, spec, [], x, y), device) for _ in range(repeats)]
+    first = timed(lambda: compiled(params, spec, [], x, y), device)
+    compiled_s = [timed(lambda: compiled(params, spec, [], x, y), device) for _ in range(repeats)]
+    diff = max(float((a - b).abs().max())
+               for a, b in zip(eager(params, spec, [], x, y)[0], compiled(params, spec, [], x, y)[0]))
     e, c = spread(eager_s), spread(compiled_s)
     print(f"eager {e['median_s']:.3f} s, compiled {c['median_s']:.3f} s per call, compile {first:.1f} s", flush=True)
     payload = {"width": args.width, "nets": args.nets, "quick": args.quick, "repeats": repeats, **e,

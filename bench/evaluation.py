@@ -2,7 +2,7 @@
 
     python -m bench.evaluation [--nets 8] [--steps 300] [--width 32] [--profile]
 
-Batched is what `ppodd.method.evaluate` runs: the K nets' weights stacked, one `forward_stacked`
+Batched is what `ppodd.method.evaluate` runs: the K nets' weights stacked, one `networks.forward`
 gradient and one Adam update per step. Sequential trains one net at a time with `forward` and the
 same explicit Adam. Both draw b = 96 patches per net and step from a pool of 5 CIFAR-10-sized
 posters (153 × 60) and augment them, as evaluation does. Test-set scoring is not timed.
@@ -24,10 +24,11 @@ from torch.profiler import profile
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
 from ppodd.method.class_order import identity_order
-from ppodd.method.evaluate import train_step
+from ppodd.method.evaluate import EvalSettings, train_step
 from ppodd.method.labels import fixed_labels
 from ppodd.cell.malloc import reuse_freed_memory
 from ppodd.method.model import init_params
+from ppodd.method.networks import Weights
 from ppodd.method.poster import init_poster, make_geometry
 from ppodd.method.unroll import AdamState, draw_step, inner_step
 
@@ -67,15 +68,17 @@ def main(argv: list[str] | None = None) -> None:
     def batched_runner():
         """Train the K stacked nets; each call advances them by `count` steps."""
         gen = torch.Generator().manual_seed(0)
-        params = init_params(10, args.width, 3, geom.tile, gen, nets=args.nets, device=device)
-        state = AdamState.zeros_like(params)
+        weights = Weights(init_params(10, args.width, 3, geom.tile, gen, nets=args.nets, device=device), [])
+        state = AdamState.zeros_like(weights.params)
+        settings = EvalSettings(args.nets, (steps,), lr, b, True, 10, args.width, 3, 2000)
+        spec = settings.spec(geom.tile)
 
         def run(count: int) -> None:
-            nonlocal params, state
+            nonlocal weights, state
             with torch.no_grad():
                 for _ in range(count):
                     draw = draw_step(pi, b, n, True, gen, nets=args.nets)
-                    params, state = train_step(params, state, posters, labels, draw, geom, lr)
+                    weights, state = train_step(spec, weights, state, posters, labels, draw, geom, settings)
         return run
 
     def sequential_runner():

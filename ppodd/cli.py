@@ -149,6 +149,8 @@ def evaluate(
            "mean": [round(float(v), 4) for v in result.mean], "per_net": result.per_net.tolist(),
            "pixels": result.pixels, "effective_ipc": result.effective_ipc, "seconds": round(result.seconds, 1),
            "dataset": cfg.data.name, "ipc": cfg.poster.ipc, "seed": cfg.seed}
+    if poster == "random-real":
+        row["budget_pixels"] = budget or prep.geom.pixels
     if json_out is not None:
         try:
             write_text(json_out, json.dumps(row, indent=2) + "\n")
@@ -250,31 +252,56 @@ def status(
     folder: Annotated[Path, typer.Argument(help="results folder holding manifest.json")],
     format_: Annotated[str, typer.Option("--format", help="table | json")] = "table",
 ) -> None:
-    """Show every cell of a results folder: pending, running, requeued, done, failed (with why).
+    """Show every cell of a results folder: its state and why, its device-hours; then the grid's cost.
 
-    Read from the manifest and the files, plus one squeue call when Slurm answers.
+    States: pending, running, requeued, done, failed, cancelled, incomplete. Read from the
+    manifest and the files, plus one sacct or squeue call when Slurm answers.
     """
-    import json
-
-    from ppodd.cluster.slurm import queue_states
-    from ppodd.cluster.status import cell_statuses, status_table
-    from ppodd.storage.manifest import MANIFEST, read_manifest
+    from ppodd.cluster.status import grid_status
 
     try:
-        if format_ not in ("table", "json"):
-            raise ConfigError(f"--format {format_!r}: allowed table, json")
-        if not (folder / MANIFEST).exists():
-            raise ConfigError(f"{folder}: no {MANIFEST}; `ppodd submit --out {folder}` writes it")
-        manifest = read_manifest(folder)
-        on_slurm = any(s.get("cluster") == "slurm" for s in manifest["submissions"])
-        rows = cell_statuses(folder, queue_states() if on_slurm else None)
+        typer.echo(grid_status(folder, format_))
     except PpoddError as e:
         _fail(e)
-    if format_ == "json":
-        typer.echo(json.dumps([{"cell": r.cell, "state": r.state, "job_id": r.job_id, "detail": r.detail}
-                               for r in rows], indent=1))
-    else:
-        typer.echo(status_table(rows))
+
+
+@app.command()
+def logs(
+    folder: Annotated[Path, typer.Argument(help="results folder holding manifest.json")],
+    cell: Annotated[str, typer.Argument(help="the cell's file name, a unique prefix of it, an array index or a job id")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="then print what the task writes until the cell "
+                                                                "ends (Ctrl-C stops)")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="only the last N lines of each attempt (0: all)")] = 0,
+    attempt: Annotated[Optional[int], typer.Option(help="attempt K (1: the first) instead of the newest")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every attempt, oldest first")] = False,
+) -> None:
+    """Print a cell's task log, found through the manifest (Slurm array tasks and local runs)."""
+    from ppodd.cluster.logs import show_log
+
+    try:
+        show_log(folder, cell, typer.echo, lines=lines, attempt=attempt, every=all_, follow=follow)
+    except PpoddError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+
+
+@app.command()
+def cancel(
+    folder: Annotated[Path, typer.Argument(help="results folder holding manifest.json")],
+    cells: Annotated[Optional[list[str]], typer.Option(help="only these cells, as `logs` takes them "
+                                                            "(comma-separated, repeatable)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="cancel without asking")] = False,
+) -> None:
+    """Cancel the grid's own queued and running Slurm tasks, never another job; `submit` resumes them."""
+    from ppodd.cluster.cancel import cancel_grid
+    from ppodd.cluster.grid import parse_list
+
+    try:
+        specs = [c for text in cells or [] for c in parse_list("--cells", text)]
+        cancel_grid(folder, specs, yes, typer.confirm, typer.echo)
+    except PpoddError as e:
+        _fail(e)
 
 
 @app.command()
@@ -308,6 +335,9 @@ def summarize(
         records, problems = gather(paths, workers)
         if not records and not problems:
             raise ConfigError(f"no run files (*.h5) found in {' '.join(paths)}")
+        if not records:  # nothing usable: bad input, and nothing written
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ConfigError(f"{problems[0].message}{more}; expected run files (*.h5), folders of them or globs")
         summary = build(records, defaults)
         text = render(summary, problems, format_)
         for problem in problems:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
 import types
@@ -23,6 +22,7 @@ import yaml
 from ppodd.errors import ConfigError
 
 METHODS = ("ppodd", "podd")
+EVAL_ARCHITECTURES = ("convnet", "resnet18", "vgg11", "alexnet")
 # A config file is a few hundred bytes; anything far larger is not one of ours.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -51,10 +51,15 @@ class SyntheticConfig:
 class DataConfig:
     """Where the real images come from and how they are whitened (§1)."""
 
-    name: str = _opt("synthetic", choices=("synthetic", "cifar10", "cifar100", "imagefolder"))
-    root: str = _opt("data", doc="data set folder (imagefolder: holds train/ and test/)")
+    name: str = _opt("synthetic", choices=("synthetic", "cifar10", "cifar100", "imagefolder", "tinyimagenet",
+                                           "cub200"))
+    root: str = _opt("data", doc="data set folder (imagefolder: holds train/ and test/; README, Data)")
     download: bool = _opt(False, doc="let torchvision download CIFAR when it is missing")
     cache_dir: str = _opt("", doc="ZCA and decoded-image cache; empty = $PPODD_CACHE or ~/.cache/ppodd")
+    image_size: int = _opt(0, lo=0, hi=512, doc="resize images to this side a (imagefolder, tinyimagenet, "
+                           "cub200); 0 = keep (one square size), cub200: 32")
+    resize: str = _opt("squash", choices=("squash", "center_crop"),
+                       doc="squash: scale both sides; center_crop: scale the central square")
     zca: bool = _opt(True)
     zca_reg: float = _opt(0.1, lo=0.0, lo_open=True)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -120,6 +125,21 @@ class EvalConfig:
                             "as the reference code trains its evaluation nets")
     every_epochs: int = _opt(10, lo=0, doc="in-stage evaluation cadence (0: off)")
     test_batch: int = _opt(2000, lo=1)
+    model: str = _opt("convnet", choices=EVAL_ARCHITECTURES, doc="the evaluation network of every evaluation")
+    models: tuple[str, ...] = _opt((), lo=0, choices=EVAL_ARCHITECTURES,
+                                   doc="also score the final live poster and pool on each of these")
+    width: int = _opt(0, lo=0, hi=4096, doc="ConvNet channels, the others' first-layer width "
+                      "(0: model.width for ConvNet, the benchmark's width for the others)")
+    depth: int = _opt(0, lo=0, hi=5, doc="ConvNet blocks (0: model.depth)")
+    norm: str = _opt("auto", choices=("auto", "instance", "batch", "none"),
+                     doc="auto: instance for ConvNet, ResNet-18, VGG-11; none for AlexNet")
+    pool: str = _opt("avg", choices=("avg", "max"), doc="ConvNet's pooling")
+    optimizer: str = _opt("adam", choices=("adam", "sgd"))
+    momentum: float = _opt(0.9, lo=0.0, hi=1.0, doc="sgd only")
+    weight_decay: float = _opt(0.0, lo=0.0)
+    augment: bool | None = _opt(None, doc="flip_rotate on the training patches (null: distill.augment)")
+    batching: str = _opt("auto", choices=("auto", "stacked", "sequential"),
+                         doc="train the nets together or one after another (auto: the faster here)")
 
 
 @dataclass(frozen=True)
@@ -289,10 +309,14 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
         inner = next(a for a in args if a is not type(None))
         return _check_scalar(key, value, inner, meta)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{key}: expected a non-empty {_type_name(tp)}, got {value!r}")
+        least = 1 if meta.get("lo") is None else meta["lo"]  # a list's `lo` is its fewest items
+        if not isinstance(value, (list, tuple)) or len(value) < least:
+            allowed = f" (allowed: {', '.join(map(str, meta['choices']))})" if meta.get("choices") else ""
+            raise ConfigError(f"{key}: expected a {'non-empty ' if least else ''}{_type_name(tp)}, got {value!r}{allowed}")
         elem = typing.get_args(tp)[0]
-        return tuple(_check_scalar(f"{key}[{i}]", v, elem, {}) for i, v in enumerate(value))
+        # A list's allowed values are those of its items.
+        items = {"choices": meta.get("choices")}
+        return tuple(_check_scalar(f"{key}[{i}]", v, elem, items) for i, v in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -310,7 +334,8 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     elif tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            allowed = f" (allowed: {', '.join(map(str, meta['choices']))})" if meta.get("choices") else ""
+            raise ConfigError(f"{key}: expected a string, got {value!r}{allowed}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
@@ -369,11 +394,17 @@ def _check_relations(cfg: RunConfig) -> None:
     cps = cfg.eval.checkpoints
     if any(c <= 0 for c in cps) or list(cps) != sorted(set(cps)):
         raise ConfigError(f"eval.checkpoints: must be positive and strictly increasing, got {list(cps)}")
+    repeated = sorted({m for m in cfg.eval.models if cfg.eval.models.count(m) > 1})
+    if repeated:
+        raise ConfigError(f"eval.models: lists {', '.join(repeated)} more than once, got {list(cfg.eval.models)}")
     if cfg.poster.height and not cfg.poster.width or cfg.poster.width and not cfg.poster.height:
         raise ConfigError("poster.height and poster.width: set both or neither "
                           f"(got {cfg.poster.height} x {cfg.poster.width})")
     if bool(cfg.poster.rows) != bool(cfg.poster.cols):
         raise ConfigError(f"poster.rows and poster.cols: set both or neither (got {cfg.poster.rows}, {cfg.poster.cols})")
+    if cfg.data.image_size and cfg.data.name in ("synthetic", "cifar10", "cifar100"):
+        raise ConfigError(f"data.image_size: resizes imagefolder, tinyimagenet and cub200 images only, not "
+                          f"{cfg.data.name} (synthetic: data.synthetic.image_size); got {cfg.data.image_size}")
     if bool(cfg.poster.patches_x) != bool(cfg.poster.patches_y):
         raise ConfigError("poster.patches_x and poster.patches_y: set both or neither "
                           f"(got {cfg.poster.patches_x}, {cfg.poster.patches_y})")
@@ -403,39 +434,3 @@ def to_dict(cfg: Any) -> dict:
 def to_yaml(cfg: Any) -> str:
     """The resolved config as YAML text, keys in declaration order."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-# The config keys that say where or how fast a run goes, not what it computes: moving the data
-# folder, the cache, the device, the thread count, the checkpoint cadence, splitting the real batch
-# into chunks (the same gradient by construction) or the test batch leaves a cell the same cell.
-# They stay out of the cell's digest, so a rerun elsewhere finds and resumes its files, and out of
-# the summary's settings, so they never split a table row.
-RUN_ONLY_KEYS = ("device", "threads", "checkpoint_minutes", "data.root", "data.cache_dir", "data.download",
-                 "distill.real_subbatch", "eval.test_batch")
-
-
-def result_fields(cfg: RunConfig) -> dict:
-    """The config as a mapping without RUN_ONLY_KEYS: everything that shapes a result."""
-    out = to_dict(cfg)
-    for key in RUN_ONLY_KEYS:
-        *parents, last = key.split(".")
-        node = out
-        for part in parents:
-            node = node[part]
-        del node[last]
-    return out
-
-
-def config_digest(cfg: RunConfig) -> str:
-    """A short, stable hash of everything that shapes a result (it names the cell's files)."""
-    return _digest(result_fields(cfg))
-
-
-def legacy_digest(cfg: RunConfig) -> str:
-    """The digest ppodd 0.1 named files with: every field, RUN_ONLY_KEYS included."""
-    return _digest(to_dict(cfg))
-
-
-def _digest(fields: dict) -> str:
-    text = json.dumps(fields, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -102,6 +102,19 @@ CASES = [
     ("summarize", ["{tmp}/empty/train"], "no run files (*.h5) found in {tmp}/empty/train"),
     ("status", ["{tmp}/empty", "--format", "xml"], "--format 'xml': allowed table, json"),
     ("status", ["{tmp}/empty"], "{tmp}/empty: no manifest.json"),
+    # An empty list is an error naming the option, never "keep the config's value".
+    ("submit", ["--ipc", ""], "--ipc '': empty; expected a comma-separated list"),
+    ("submit", ["--seeds", ""], "--seeds '': empty; expected N, A-B"),
+    ("submit", ["--method", " "], "--method ' ': empty; expected a comma-separated list"),
+    # A path that names nothing, or not the kind of file the command reads.
+    ("plot", ["{tmp}/list.yaml", "--out", "{tmp}/out folder"], "{tmp}/list.yaml: not an HDF5 file"),
+    ("plot", ["{tmp}/absent.h5", "--out", "{tmp}/out folder"], "{tmp}/absent.h5: no such file"),
+    ("plot", ["{tmp}/empty", "--out", "{tmp}/out folder"], "{tmp}/empty: not a file"),
+    ("evaluate", ["{tmp}/absent.h5", "--json", "{tmp}/out folder/e.json"], "{tmp}/absent.h5: no such file"),
+    ("summarize", ["{tmp}/no such folder"], "{tmp}/no such folder: no such file; expected run files"),
+    ("summarize", ["{tmp}/list.yaml"], "{tmp}/list.yaml: not an HDF5 file; expected run files"),
+    ("logs", ["{tmp}/empty", "a-cell"], "{tmp}/empty: no manifest.json"),
+    ("cancel", ["{tmp}/empty", "--yes"], "{tmp}/empty: no manifest.json"),
 ]
 
 
@@ -269,3 +282,12 @@ def test_status_and_submit_newer_manifest_exit_2_manifest_kept(workspace):
     assert_one_line_exit_2(invoke("submit", [], tmp, out), says)
     assert manifest.read_text() == before and [p.name for p in out.iterdir()] == [MANIFEST]
     assert not submitted
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+def test_out_that_cannot_be_created_exit_2_one_line(workspace, command):
+    tmp, submitted = workspace
+    out = tmp / "list.yaml" / "results"  # under a file
+    result = cli(command, "--config", DEMO, "--out", str(out), *(["--cluster", "local"] if command == "submit" else []))
+    assert_one_line_exit_2(result, f"cannot create output folder {out}")
+    assert not submitted and (tmp / "list.yaml").is_file()

@@ -1,7 +1,8 @@
 import pytest
 from helpers import assert_file_refused, yaml_bomb
 
-from ppodd.config import VARIANTS, build_config, config_digest, load_config, to_yaml
+from ppodd.cell.identity import config_digest
+from ppodd.config import VARIANTS, build_config, load_config, to_yaml
 from ppodd.errors import ConfigError
 
 

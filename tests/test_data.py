@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ppodd.datasets.imagefolder as imagefolder
+import ppodd.datasets.decode as decode
 from ppodd.config import SyntheticConfig, load_config
 from ppodd.datasets.catalog import load_dataset
 from ppodd.datasets.images import ImageData, fingerprint_tensors
@@ -76,7 +76,7 @@ def test_synthetic_zero_classes_refused_by_the_config():
 
 
 def test_load_dataset_unknown_name_lists_allowed_names():
-    with pytest.raises(ConfigError, match="cifar10, cifar100, imagefolder, synthetic"):
+    with pytest.raises(ConfigError, match="cifar10, cifar100, cub200, imagefolder, synthetic, tinyimagenet"):
         load_dataset("mnist", "data")
 
 
@@ -193,10 +193,10 @@ def test_load_imagefolder_cache_hit_skips_decoding(tmp_path: Path, monkeypatch):
     files = list(cache.iterdir())
     assert len(files) == 1 and files[0].name.startswith("imagefolder-") and files[0].suffix == ".pt"
 
-    def no_decode(paths):
+    def no_decode(paths, size=0, resize="squash"):
         raise AssertionError("cache hit must not decode")
 
-    monkeypatch.setattr(imagefolder, "_decode_images", no_decode)
+    monkeypatch.setattr(decode, "decode_images", no_decode)
     second = load_dataset("imagefolder", tmp_path / "tree", cache_dir=cache)
     assert second.fingerprint == first.fingerprint and second.class_names == first.class_names
     assert torch.equal(second.train_x, first.train_x) and torch.equal(second.test_y, first.test_y)

@@ -4,6 +4,7 @@ from helpers import gen
 from ppodd.method.evaluate import EvalSettings, evaluate_pool, score_nets, train_step
 from ppodd.method.labels import fixed_labels
 from ppodd.method.model import forward, init_params
+from ppodd.method.networks import NetSpec, Weights
 from ppodd.method.poster import init_poster, make_geometry
 from ppodd.method.unroll import AdamState, adam_update, draw_step, inner_grad, synthetic_batch
 
@@ -24,9 +25,11 @@ def test_batched_training_equals_training_nets_one_by_one():
     stacked = [p.double() for p in init_params(4, 4, 2, 8, gen(3), nets=nets)]
     draws = [draw_step(pi, 5, 9, True, gen(10 + s), nets=nets) for s in range(steps)]
     state = AdamState.zeros_like(stacked)
-    batched = stacked
+    spec = NetSpec("convnet", 4, 8, 4, 2)
+    settings = EvalSettings(nets, (steps,), 1e-2, 5, True, 4, 4, 2, 64)
+    batched = Weights(stacked, [])
     for draw in draws:
-        batched, state = train_step(batched, state, posters, labels, draw, geom, 1e-2)
+        batched, state = train_step(spec, batched, state, posters, labels, draw, geom, settings)
     for k in range(nets):
         params = [p[k] for p in stacked]
         single = AdamState.zeros_like(params)
@@ -36,7 +39,7 @@ def test_batched_training_equals_training_nets_one_by_one():
                                             draw.aug.angle[k:k + 1]))
             x, y = synthetic_batch(posters, labels, one, geom)
             params, single = adam_update(params, inner_grad(params, x, y), single, 1e-2)
-        for got, want in zip(batched, params):
+        for got, want in zip(batched.params, params):
             torch.testing.assert_close(got[k], want, rtol=1e-6, atol=1e-8)
 
 
@@ -44,7 +47,7 @@ def test_test_accuracy_counts_correct_predictions_per_net():
     params = init_params(4, 4, 2, 8, gen(4), nets=2)
     x = torch.randn(30, 3, 8, 8, generator=gen(5))
     y = torch.randint(0, 4, (30,), generator=gen(6))
-    acc = score_nets(params, x, y, chunk=14)
+    acc = score_nets(NetSpec("convnet", 4, 8, 4, 2), Weights(params, []), x, y, chunk=14)
     for k in range(2):
         pred = forward([p[k] for p in params], x).argmax(-1)
         assert acc[k].item() == (pred == y).double().mean().item() * 100

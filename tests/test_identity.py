@@ -5,17 +5,18 @@ import torch
 
 import ppodd.cell.stages
 from ppodd.cell.host import Host
-from ppodd.cell.identity import CellFiles, cell_files, is_complete, result_name
+from ppodd.cell.identity import (RUN_ONLY_KEYS, CellFiles, cell_files, config_digest, is_complete, legacy_digest,
+                                  result_fields, result_name)
 from ppodd.cell.run import run_cell
 from ppodd.cell.stages import Interrupted
-from ppodd.config import RUN_ONLY_KEYS, config_digest, legacy_digest, load_config, result_fields
+from ppodd.config import load_config
 from ppodd.storage.reader import read_run
 from ppodd.storage.runfile import NewerFormatError
 
 # A value for every key that says where or how fast a run goes, different from the defaults.
 ELSEWHERE = {"device": "cpu", "threads": 2, "checkpoint_minutes": 1.5, "data.root": "/moved/data",
              "data.cache_dir": "/moved/cache", "data.download": True, "distill.real_subbatch": 50,
-             "eval.test_batch": 7}
+             "eval.test_batch": 7, "eval.batching": "sequential"}
 
 
 def test_run_only_keys_leave_the_digest_and_every_other_key_changes_it():

@@ -33,7 +33,8 @@ from conftest import TINY
 from helpers import set_args
 
 from ppodd.storage.checkpoint import load_checkpoint
-from ppodd.config import config_digest, load_config
+from ppodd.cell.identity import config_digest
+from ppodd.config import load_config
 from ppodd.cell.identity import result_name
 from ppodd.storage.reader import read_summary
 from ppodd.storage.runfile import StoreError

@@ -157,7 +157,7 @@ def test_run_cell_checkpoint_write_fails_one_line_previous_checkpoint_intact_the
         tmp_path, tiny_overrides, log, monkeypatch):
     import ppodd.storage.checkpoint
     from ppodd.storage.checkpoint import load_checkpoint
-    from ppodd.config import config_digest
+    from ppodd.cell.identity import config_digest
     from ppodd.errors import PpoddError
 
     _, straight = run(tmp_path, tiny_overrides, log, out="a")

@@ -5,6 +5,10 @@ available (`pip install 'ppodd[clip]'`), and writes a JSON grid that any run the
 `poster.class_order=FILE.json`:
 
     python -m ppodd.cell.clip_order --dataset cifar10 --rows 2 --cols 5 --out order.json
+    python -m ppodd.cell.clip_order --dataset tinyimagenet --root data/tiny-imagenet-200 \
+        --rows 10 --cols 20 --out tinyimagenet-order.json
+
+Tiny-ImageNet and CUB take their readable class names from the data set's folder (`--root`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ppodd.datasets.catalog import read_class_names
 from ppodd.method.class_order import greedy_order
 from ppodd.errors import ConfigError
 
@@ -55,13 +60,22 @@ def poco_order(names: Sequence[str], rows: int, cols: int,
 def main(argv: Sequence[str] | None = None) -> None:
     """Write a PoCO order computed with CLIP to a JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=("cifar10",), help="use a built-in name list")
+    parser.add_argument("--dataset", choices=("cifar10", "tinyimagenet", "cub200"),
+                        help="cifar10: the built-in name list; the others: the names of the folder --root")
+    parser.add_argument("--root", type=Path, help="the data set's folder, as data.root")
     parser.add_argument("--names", nargs="+", help="class names in label order")
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--cols", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     names = CIFAR10_NAMES if args.dataset == "cifar10" else args.names
+    if args.dataset in ("tinyimagenet", "cub200"):
+        if args.root is None:
+            parser.error(f"--dataset {args.dataset} needs --root, the data set's folder")
+        try:
+            names = read_class_names(args.dataset, args.root)
+        except ConfigError as err:  # DataError included: a missing or malformed folder
+            parser.error(str(err))
     if not names:
         parser.error("give --dataset or --names")
     args.out.write_text(json.dumps(poco_order(names, args.rows, args.cols, clip_text_embeddings)) + "\n")

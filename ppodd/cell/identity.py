@@ -2,19 +2,65 @@
 
 A cell is one resolved config. Its files sit side by side in the results folder and share one
 stem, `METHOD-DATASET-ipcIPC-seedSEED-DIGEST`, where the digest hashes the fields that shape the
-result (`config.config_digest`), not where or how fast it runs. Every layer that needs a cell's
+result (`config_digest`), not where or how fast it runs. Every layer that needs a cell's
 files (`ppodd run`, the grid, array tasks, `status`) takes them from `cell_files`, and every
 "is it done?" is `is_complete`, which reads the run file's header and nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ppodd.atomic import leftover_temporaries
-from ppodd.config import RunConfig, config_digest, legacy_digest
+from ppodd.config import RunConfig, to_dict
 from ppodd.storage.runfile import NewerFormatError, StoreError, read_header
+
+# The config keys that say where or how fast a run goes, not what it computes: moving the data
+# folder, the cache, the device, the thread count, the checkpoint cadence, splitting the real batch
+# into chunks (the same gradient by construction) or the test batch leaves a cell the same cell.
+# They stay out of the cell's digest, so a rerun elsewhere finds and resumes its files, and out of
+# the summary's settings, so they never split a table row.
+RUN_ONLY_KEYS = ("device", "threads", "checkpoint_minutes", "data.root", "data.cache_dir", "data.download",
+                 "distill.real_subbatch", "eval.test_batch", "eval.batching")
+
+# Keys added after cells were first named, each with the value at which a run computes what it
+# computed before the key existed. At that value the key stays out of the digest, so a cell keeps
+# its name and a rerun finds its result; any other value names another cell.
+LATER_KEYS = {"eval.model": "convnet", "eval.models": [], "eval.width": 0, "eval.depth": 0,
+              "eval.norm": "auto", "eval.pool": "avg", "eval.optimizer": "adam", "eval.momentum": 0.9,
+              "eval.weight_decay": 0.0, "eval.augment": None, "data.image_size": 0, "data.resize": "squash"}
+
+
+def result_fields(cfg: RunConfig) -> dict:
+    """The config as a mapping without RUN_ONLY_KEYS and the LATER_KEYS at their earlier value:
+    everything that shapes a result."""
+    out = to_dict(cfg)
+    for key in RUN_ONLY_KEYS + tuple(LATER_KEYS):
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        if key in RUN_ONLY_KEYS or node[last] == LATER_KEYS[key]:
+            del node[last]
+    return out
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """A short, stable hash of everything that shapes a result (it names the cell's files)."""
+    return _digest(result_fields(cfg))
+
+
+def legacy_digest(cfg: RunConfig) -> str:
+    """The digest ppodd 0.1 named files with: every field, RUN_ONLY_KEYS included."""
+    return _digest(to_dict(cfg))
+
+
+def _digest(fields: dict) -> str:
+    text = json.dumps(fields, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)

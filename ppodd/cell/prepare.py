@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ppodd.cell.class_grid import resolve_class_order
+from ppodd.cell.evalnets import check_networks
 from ppodd.config import RunConfig
 from ppodd.cell.host import Host
 from ppodd.datasets.catalog import load_dataset
@@ -101,8 +102,10 @@ def free_memory(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(cfg: RunConfig, geom: PosterGeometry, image_size: int, device: torch.device) -> None:
-    """ConfigError when the posters a run holds at once, or its ZCA fit, cannot fit in free memory."""
+def check_memory(cfg: RunConfig, geom: PosterGeometry, image_size: int, device: torch.device,
+                 images: int = 0) -> None:
+    """ConfigError, before any work, when what a run holds at once cannot fit in free memory: its
+    posters, its ZCA fit, and its `images` real images as the run holds them."""
     # A lower bound: T frozen snapshots, the live poster, its gradient and two Adam moments (float32).
     need = 4 * 3 * geom.pixels * (cfg.num_stages + 4)
     free = free_memory(device)
@@ -110,26 +113,40 @@ def check_memory(cfg: RunConfig, geom: PosterGeometry, image_size: int, device: 
         raise ConfigError(f"poster.ipc: {cfg.poster.ipc:g} gives a {geom.width} x {geom.height} poster, and "
                           f"{cfg.num_stages} stage(s) hold at least {need / 2**30:.3g} GiB of posters, more than "
                           f"the {free / 2**30:.3g} GiB free on {device}; lower poster.ipc or ppodd.stages")
-    # §1: the fit holds Σ, its eigenvectors and the two (D, D) float64 matrices, D = 3a², on the CPU.
+    # §1: the fit holds four (D, D) float64 matrices at once, D = 3a², on the CPU: Σ, its eigenvectors
+    # and the eigensolver's workspace, then the eigenvectors, M, M⁻¹ and an operand (datasets.zca).
     dim = 3 * image_size * image_size
     need = 4 * 8 * dim * dim
     free = free_memory(torch.device("cpu"))
     if cfg.data.zca and free is not None and need > free:
         raise ConfigError(f"data.zca: whitening {image_size} x {image_size} images needs at least "
-                          f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free; "
-                          "set data.zca=false or use smaller images")
+                          f"{need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free "
+                          f"(the fit's four {dim} x {dim} float64 matrices); set data.zca=false or use "
+                          "smaller images (data.image_size)")
+    # The images go to the device as float32; whitening makes new ones (the loaded ones stay) and
+    # keeps M in float64 and float32 beside them.
+    copies = cfg.data.zca or device.type != "cpu"
+    need = (4 * dim * images if copies else 0) + (12 * dim * dim if cfg.data.zca and device.type == "cpu" else 0)
+    free = free_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(f"data.name: the {images} {cfg.data.name} images of {image_size} x {image_size} need "
+                          f"{need / 2**30:.3g} GiB on {device} as the run holds them, more than the "
+                          f"{free / 2**30:.3g} GiB free; use smaller images (data.image_size) or another device")
 
 
 def load_data(cfg: RunConfig, host: Host) -> ImageData:
     """The config's data set, unwhitened (decoded images are cached by `load_dataset`)."""
     d = cfg.data
-    return load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg, host), synthetic=d.synthetic)
+    return load_dataset(d.name, d.root, download=d.download, cache_dir=cache_dir(cfg, host), synthetic=d.synthetic,
+                        image_size=d.image_size, resize=d.resize)
 
 
 def plan_poster(cfg: RunConfig, data: ImageData, device: torch.device) -> tuple[PosterGeometry, list[list[int]]]:
-    """The poster's geometry and class order on `data`, checked against the config and free memory."""
+    """The poster's geometry and class order on `data`, checked against the config and free memory;
+    the evaluation networks checked against the image size."""
     geom = build_geometry(cfg, data.num_classes, data.image_size, cfg.data.name)
-    check_memory(cfg, geom, data.image_size, device)
+    check_memory(cfg, geom, data.image_size, device, len(data.train_y) + len(data.test_y))
+    check_networks(cfg, data.num_classes, data.image_size)
     # An image folder holding CIFAR-10's classes (like the shared JPEG copy) is CIFAR-10 for the
     # purpose of choosing the class order and poster-size rule.
     kind = "cifar10" if tuple(data.class_names) == CIFAR10_CLASSES else cfg.data.name

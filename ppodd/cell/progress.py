@@ -14,20 +14,43 @@ from typing import Any, TextIO
 import structlog
 
 
-def configure_logging(stream: TextIO | None = None, *, json_lines: bool | None = None) -> None:
-    """Send structlog events to `stream` (stderr) as JSON lines, or as key=value text on a tty."""
+def configure_logging(stream: TextIO | None = None, *, json_lines: bool | None = None,
+                      copy: TextIO | None = None) -> None:
+    """Send structlog events to `stream` (stderr) as JSON lines, or as key=value text on a tty.
+
+    With `copy`, every event also goes there as a JSON line, the outer steps that a progress bar
+    draws instead of printing included (a local cell's own log file).
+    """
     stream = stream or sys.stderr
     if json_lines is None:
         json_lines = not stream.isatty()
     renderer = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    copier = [] if copy is None else [_Copy(copy)]
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+                    *copier, renderer],
+        # Debug events are the bar's outer steps, for the copy only.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if copy is None else logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+class _Copy:
+    """A structlog processor that writes each event to a file as a JSON line, and passes on
+    all but the debug ones."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.render = structlog.processors.JSONRenderer()
+
+    def __call__(self, logger: Any, name: str, event: dict) -> dict:
+        self.file.write(self.render(logger, name, dict(event)) + "\n")
+        self.file.flush()
+        if event.get("level") == "debug":
+            raise structlog.DropEvent
+        return event
 
 
 def _clock(seconds: float) -> str:
@@ -61,6 +84,7 @@ class Progress:
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {text} "
                               f"eta {_clock(self.eta(done))} ")
             self.stream.flush()
+            self.log.debug("outer_step", step=done, total=self.total, **fields)  # a log file's copy only
         else:
             self.log.info("outer_step", step=done, total=self.total, eta_s=round(self.eta(done), 1), **fields)
 

@@ -25,7 +25,7 @@ from ppodd.cell.host import Host
 from ppodd.cell.identity import CellFiles, is_complete
 from ppodd.cell.prepare import Prepared, prepare
 from ppodd.cell.progress import Progress
-from ppodd.cell.stages import Evaluator, distill_stages, final_scores, fresh_state
+from ppodd.cell.stages import Evaluator, architecture_scores, distill_stages, final_scores, fresh_state
 from ppodd.config import RunConfig, to_dict
 from ppodd.errors import PpoddError
 from ppodd.method.poster import PosterGeometry
@@ -67,7 +67,8 @@ def _record(prep: Prepared, state: RunState, live: EvalResult, pool: EvalResult)
         initial_poster=state.initial_poster.cpu(), stages=state.stages, final_live=live, final_pool=pool,
         curves={k: torch.tensor(v) for k, v in state.curves.items()},
         provenance=_provenance(prep, state), zca_key=prep.zca_key,
-        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.method.seeding.generator"})
+        seeds={"seed": prep.cfg.seed, "derivation": "sha256 of (seed, name, indices), see ppodd.method.seeding.generator"},
+        architectures={arch: state.architectures[arch] for arch in prep.cfg.eval.models})
 
 
 def result_bytes(cfg: RunConfig, geom: PosterGeometry) -> int:
@@ -143,6 +144,7 @@ def run_cell(cfg: RunConfig, files: CellFiles, host: Host, log, *, force: bool =
         if not state.final:
             state.final = list(final_scores(Evaluator(prep, state, progress)))
             checkpoint()
+        architecture_scores(prep, state, progress, checkpoint)
         live, pool = state.final
         try:
             write_run(_record(prep, state, live, pool), files.result)

@@ -2,7 +2,8 @@
 
 `distill_stages` runs the loop from wherever a `RunState` stands (a fresh start or a checkpoint)
 to the last stage's end, `end_stage` freezes the live poster and updates π (§10.1), and
-`final_scores` measures the final live poster and pool (D7, D12). Every evaluation goes through
+`final_scores` measures the final live poster and pool (D7, D12), `architecture_scores` the same on
+the architectures of `eval.models`. Every evaluation goes through
 `Evaluator`, which times it into the run's phase seconds. The maths is `ppodd.method`'s; this
 module adds the order of the steps, the generators they draw from, progress and checkpoints.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from ppodd.cell.evalnets import describe, eval_settings
 from ppodd.cell.malloc import reuse_freed_memory
 from ppodd.cell.prepare import Prepared
 from ppodd.cell.progress import Progress
@@ -29,7 +31,7 @@ from ppodd.method.poster import PosterGeometry, init_poster
 from ppodd.method.seeding import generator
 from ppodd.method.stage_weights import stage_weights
 from ppodd.storage.checkpoint import RunState
-from ppodd.storage.record import EvalResult, StageRecord
+from ppodd.storage.record import ArchitectureResult, EvalResult, StageRecord
 
 
 class Interrupted(PpoddError):
@@ -50,13 +52,11 @@ def fresh_state(prep: Prepared) -> RunState:
 
 def settings_of(cfg: RunConfig, num_classes: int) -> tuple[StepSettings, EvalSettings]:
     """What an outer step and an evaluation need from the validated config."""
-    d, m, e = cfg.distill, cfg.model, cfg.eval
+    d, m = cfg.distill, cfg.model
     step = StepSettings(d.batch_patches, d.window, d.inner_lr, d.real_subbatch, d.augment,
                         num_classes, m.width, m.depth, cfg.poster.label_eps,
                         checkpoint_window=d.checkpoint_window, real_bf16=d.real_bf16)
-    ev = EvalSettings(e.nets, e.checkpoints, e.lr, d.batch_patches, d.augment, num_classes,
-                      m.width, m.depth, e.test_batch)
-    return step, ev
+    return step, eval_settings(cfg, num_classes)
 
 
 def pool_of(prep: Prepared, state: RunState) -> Pool:
@@ -70,11 +70,12 @@ def pool_of(prep: Prepared, state: RunState) -> Pool:
 
 
 class Evaluator:
-    """Runs §9 evaluations for one prepared run, timing them into the run's phase seconds."""
+    """Runs §9 evaluations for one prepared run on `arch` (default `eval.model`), timing them into
+    the run's phase seconds."""
 
-    def __init__(self, prep: Prepared, state: RunState, progress: Progress) -> None:
+    def __init__(self, prep: Prepared, state: RunState, progress: Progress, arch: str | None = None) -> None:
         self.prep, self.state, self.progress = prep, state, progress
-        _, self.eval_settings = settings_of(prep.cfg, prep.data.num_classes)
+        self.eval_settings = eval_settings(prep.cfg, prep.data.num_classes, arch)
 
     def evaluate(self, posters: torch.Tensor, labels: torch.Tensor, pi: list[float], members: list[int],
                  *name: object, geom: PosterGeometry | None = None) -> EvalResult:
@@ -225,33 +226,55 @@ def end_stage(engine: Evaluator, pool: Pool) -> None:
                           pi=[round(w, 4) for w in state.pi])
 
 
+def final_pool(state: RunState, final_pool_rule: str) -> tuple[torch.Tensor, torch.Tensor, list[float], list[int]] | None:
+    """The final pool (D7) as posters, labels, π and members; None where it is the live poster alone."""
+    stages = len(state.stages)
+    if final_pool_rule == "code_first5":
+        # The pool of the last stage with the π it trained with, as the authors' last evaluation.
+        pi = list(state.stages[-1].pi_before)
+    elif stages == 1:
+        return None
+    else:
+        # all_stages: P_1 … P_T, where P_T is the live poster; the last snapshot duplicates it, so
+        # the two weights of π_after are merged onto one member.
+        pi = state.pi[:stages - 1] + [state.pi[stages - 1] + state.pi[stages]]
+    posters = torch.stack(state.bank[:stages - 1] + [state.bank[-1]])
+    labels = torch.stack(state.bank_labels[:stages - 1] + [state.bank_labels[-1]])
+    return posters, labels, pi, list(range(1, stages)) + [0]
+
+
 def final_scores(engine: Evaluator) -> tuple[EvalResult, EvalResult]:
     """The final live poster alone and the final pool (D7, D12), reusing equal measurements."""
     prep, state = engine.prep, engine.state
     cfg = prep.cfg
     last = state.stages[-1]
     mixture = cfg.ppodd.stage_acc_source == "mixture"
-    live, live_labels = state.bank[-1], state.bank_labels[-1]
     if mixture and len(state.stages) == 1:
         live_result = last.accuracy  # PoDD: the stage-end measurement is the live poster alone
     else:
-        live_result = engine.evaluate(live[None], live_labels[None], [1.0], [0], "final", "live")
-    stages = len(state.stages)
-    if cfg.ppodd.final_pool == "code_first5":
-        # The pool of the last stage with the π it trained with, as the authors' last evaluation.
-        if mixture:
-            return live_result, last.accuracy
-        posters = torch.stack(state.bank[:stages - 1] + [live])
-        labels = torch.stack(state.bank_labels[:stages - 1] + [live_labels])
-        pool_result = engine.evaluate(posters, labels, last.pi_before, list(range(1, stages)) + [0],
-                                      "final", "pool")
-        return live_result, pool_result
-    if stages == 1:
+        live_result = engine.evaluate(state.bank[-1][None], state.bank_labels[-1][None], [1.0], [0], "final", "live")
+    if cfg.ppodd.final_pool == "code_first5" and mixture:
+        return live_result, last.accuracy  # the last stage-end measurement was of this very pool
+    pool = final_pool(state, cfg.ppodd.final_pool)
+    if pool is None:
         return live_result, live_result
-    # all_stages: P_1 … P_T, where P_T is the live poster; the last snapshot duplicates it, so the
-    # two weights of π_after are merged onto one member.
-    pi = state.pi[:stages - 1] + [state.pi[stages - 1] + state.pi[stages]]
-    posters = torch.stack(state.bank[:stages - 1] + [live])
-    labels = torch.stack(state.bank_labels[:stages - 1] + [live_labels])
-    pool_result = engine.evaluate(posters, labels, pi, list(range(1, stages)) + [0], "final", "pool")
-    return live_result, pool_result
+    return live_result, engine.evaluate(*pool, "final", "pool")
+
+
+def architecture_scores(prep: Prepared, state: RunState, progress: Progress,
+                        checkpoint: Callable[[], None]) -> None:
+    """Score the final live poster and pool on each architecture of `eval.models` not yet scored
+    (the cross-architecture result, §9), checkpointing after each; `eval.model`'s are reused."""
+    cfg = prep.cfg
+    for arch in cfg.eval.models:
+        if arch in state.architectures:
+            continue
+        engine = Evaluator(prep, state, progress, arch)
+        if arch == cfg.eval.model:
+            live, pool = state.final
+        else:
+            live = engine.evaluate(state.bank[-1][None], state.bank_labels[-1][None], [1.0], [0], "final", "live", arch)
+            members = final_pool(state, cfg.ppodd.final_pool)
+            pool = live if members is None else engine.evaluate(*members, "final", "pool", arch)
+        state.architectures[arch] = ArchitectureResult(describe(engine.eval_settings), live, pool)
+        checkpoint()

@@ -55,6 +55,9 @@ def parse_seeds(spec: str) -> list[int]:
     fails at once instead of filling memory.
     """
     ranges = []
+    if not spec.strip():
+        raise ConfigError(f"--seeds {spec!r}: empty; expected N, A-B or a comma-separated list of them "
+                          "(e.g. 0-4,9), or leave --seeds out to keep the config's seed")
     for part in spec.split(","):
         part = part.strip()
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -73,9 +76,13 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def parse_list(option: str, text: str) -> list[str]:
-    """The non-empty comma-separated items of an option's value."""
+    """The non-empty comma-separated items of an option's value; an empty value is an error, not
+    "keep the config's value" (leaving the option out says that)."""
+    if not text.strip():
+        raise ConfigError(f"{option} {text!r}: empty; expected a comma-separated list, or leave {option} out "
+                          "to keep the config's value")
     items = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not t for t in items):
+    if any(not t for t in items):
         raise ConfigError(f"{option} {text!r}: expected a comma-separated list without empty items")
     return items
 

@@ -1,7 +1,8 @@
 """Slurm through submitit: resources of the array tasks, queueing arrays, asking the queue.
 
-Only this module and `cluster.task` import submitit. Slurm is asked through `scontrol` and
-`squeue`, each at most once per call that needs it.
+Only this module and `cluster.task` import submitit. Slurm is asked through `scontrol`,
+`squeue`, `sacct` and `scancel`, each at most once per call that needs it; what `squeue` and
+`sacct` print is read by `cluster.accounting`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
+from ppodd.cluster.accounting import SACCT_FIELDS, SQUEUE_FORMAT, SlurmJob, parse_sacct, parse_squeue
 from ppodd.cluster.container import Container, python_command
 from ppodd.cluster.grid import Cell
 from ppodd.cluster.submission import LOG_FOLDER
@@ -123,17 +125,57 @@ def max_array_size() -> int:
     return int(match.group(1)) if match else 1001
 
 
-def queue_states() -> dict[str, str] | None:
-    """Job id (`123` or `123_4`) → Slurm state of this user's queued jobs; one squeue call, None if unreachable."""
-    done = _slurm_cmd(["squeue", "--noheader", "--array", "--user", getpass.getuser(), "--format", "%i|%T"])
+def accounting_enabled() -> bool:
+    """True when the cluster keeps job accounting, so `sacct` knows every task's end."""
+    done = _slurm_cmd(["scontrol", "show", "config"])
+    match = re.search(r"^AccountingStorageType\s*=\s*(\S+)", done.stdout if done else "", re.M)
+    return bool(match) and match.group(1) != "accounting_storage/none"
+
+
+def queue_states() -> dict[str, SlurmJob] | None:
+    """This user's jobs that the controller holds (queued, running, and those that ended in the
+    last minutes), by job id (`123` or `123_4`); one squeue call, None if unreachable."""
+    done = _slurm_cmd(["squeue", "--noheader", "--array", "--states", "all", "--user", getpass.getuser(),
+                       "--format", SQUEUE_FORMAT])
     if done is None or done.returncode != 0:
         return None
-    states = {}
-    for line in done.stdout.splitlines():
-        job, _, state = line.strip().partition("|")
-        if job:
-            states[job] = state
-    return states
+    return parse_squeue(done.stdout)
+
+
+def accounted_jobs(arrays: list[str]) -> dict[str, SlurmJob] | None:
+    """Every attempt of the tasks of array jobs `arrays`, by task id, from one sacct call; None if
+    it fails."""
+    done = _slurm_cmd(["sacct", "--noheader", "--parsable2", "--duplicates", "--jobs", ",".join(arrays),
+                       "--format", SACCT_FIELDS], timeout=30)
+    if done is None or done.returncode != 0:
+        return None
+    return parse_sacct(done.stdout)
+
+
+def grid_jobs(manifest: dict) -> dict[str, SlurmJob] | None:
+    """What Slurm says of a grid's tasks, asked once: sacct when the grid was submitted to a
+    cluster that keeps accounting, squeue otherwise (or when sacct fails); None when the grid
+    never ran on Slurm or Slurm does not answer."""
+    subs = [s for s in manifest["submissions"] if s.get("cluster") == "slurm"]
+    if not subs:
+        return None
+    arrays = sorted({str(t["job_id"]).split("_")[0] for s in subs for t in s["tasks"] if t.get("job_id")})
+    if arrays and any(s.get("accounting") for s in subs):
+        jobs = accounted_jobs(arrays)
+        if jobs is not None:
+            return jobs
+    return queue_states()
+
+
+def scancel(job_ids: list[str]) -> str:
+    """Cancel these jobs (task ids such as `123_4`) in one scancel call; what it said on stderr.
+
+    PpoddError when scancel cannot be run at all.
+    """
+    done = _slurm_cmd(["scancel", *job_ids], timeout=60)
+    if done is None:
+        raise PpoddError("scancel could not be run; nothing was cancelled")
+    return done.stderr.strip()
 
 
 def executor_parameters(opts: SlurmOptions) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Everything that can be refused is refused before anything is written or queued.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import submitit
 
 import ppodd
+from ppodd.atomic import write_json
 from ppodd.cell.host import Host
 from ppodd.cell.identity import is_complete
 from ppodd.cluster import slurm
@@ -28,10 +30,11 @@ from ppodd.cluster.jobfile import Experiment
 from ppodd.cluster.local import run_debug, run_local
 from ppodd.cluster.status import cell_statuses, status_table
 from ppodd.cluster.submission import LOG_FOLDER, record_submission
+from ppodd.cluster.task import earlier_attempts
 from ppodd.config import build_config
 from ppodd.errors import ConfigError, PpoddError
-from ppodd.storage.folders import check_writable
-from ppodd.storage.manifest import MANIFEST
+from ppodd.storage.folders import check_creatable, check_writable
+from ppodd.storage.manifest import MANIFEST, read_manifest
 
 Echo = Callable[..., None]
 
@@ -89,6 +92,7 @@ def submit_grid(spec: GridSpec, run: RunOptions, opts: slurm.SlurmOptions, image
         raise ConfigError(f"--workers: must be >= 1, got {run.workers}")
     slurm.check_slurm_options(opts)
     out = spec.out
+    check_creatable(out)
     cells = expand_grid(spec.config, spec.sets, spec.methods, spec.ipcs, spec.seeds, spec.axes, out,
                         max_cells=None if run.yes else MAX_CELLS, variants=spec.variants)
     chosen = slurm.resolve_cluster(run.cluster)
@@ -107,7 +111,8 @@ def submit_grid(spec: GridSpec, run: RunOptions, opts: slurm.SlurmOptions, image
     else:
         tasks = [{"array_index": i, "job_id": None, "cell": c.name} for i, c in enumerate(todo)]
     record_submission(out, cells, chosen, slurm.executor_parameters(opts) if chosen == "slurm" else None,
-                      tasks, [c.name for c in skipped], argv, container)
+                      tasks, [c.name for c in skipped], argv, container,
+                      accounting=slurm.accounting_enabled() if chosen == "slurm" else None)
     echo(f"{len(todo)} cell(s) to run on {chosen}, {len(skipped)} skipped; manifest {out / MANIFEST}")
     for task, cell in zip(tasks, todo):
         echo(f"  {task['array_index']:4d}  {task['job_id'] or '-':12}  {cell.path}")
@@ -118,8 +123,8 @@ def submit_grid(spec: GridSpec, run: RunOptions, opts: slurm.SlurmOptions, image
     elif run.wait > 0:
         _wait_for(out, {c.name for c in todo}, run.wait, echo)
     if chosen != "slurm" or run.wait > 0:
-        rows = cell_statuses(out, slurm.queue_states() if chosen == "slurm" else None)
-        echo(status_table(rows))
+        rows = cell_statuses(out, slurm.grid_jobs(read_manifest(out)))
+        echo(status_table(rows, dt.datetime.now(dt.timezone.utc)))
         if any(r.state != "done" for r in rows if r.cell in {c.name for c in todo}):
             raise PpoddError(f"not every cell is done; see `ppodd status {out}` and {out / LOG_FOLDER}")
 
@@ -128,7 +133,7 @@ def split_done(cells: list[Cell], out: Path, force: bool, cluster: str) -> tuple
     """(cells to run, cells skipped): complete ones, and on Slurm those still queued from before."""
     queued: set[str] = set()
     if cluster == "slurm" and (out / MANIFEST).exists():
-        queue = slurm.queue_states() or {}
+        queue = slurm.grid_jobs(read_manifest(out)) or {}
         queued = {r.cell for r in cell_statuses(out, queue) if r.state in ("pending", "running", "requeued")}
     todo, skipped = [], []
     for cell in cells:
@@ -200,9 +205,14 @@ def prepare_once(cells: list[Cell], host: Host) -> int:
 
 
 def _clear_for_rerun(cells: list[Cell], force: bool) -> None:
-    """Forget old failures of the cells about to run; with --force, their results and checkpoints too."""
+    """Forget old failures of the cells about to run, keeping their attempts (what they cost);
+    with --force, their results and checkpoints too."""
     for cell in cells:
-        cell.files.state.unlink(missing_ok=True)
+        attempts = earlier_attempts(cell.files.state)
+        if attempts:
+            write_json(cell.files.state, {"attempts": attempts})
+        else:
+            cell.files.state.unlink(missing_ok=True)
         if force:
             cell.path.unlink(missing_ok=True)
             cell.files.checkpoint.unlink(missing_ok=True)
@@ -212,8 +222,8 @@ def _wait_for(out: Path, names: set[str], seconds: int, echo: Echo) -> None:
     """Poll the files and one squeue listing every few seconds until the cells end, at most `seconds`."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        rows = cell_statuses(out, slurm.queue_states())
-        if all(r.state in ("done", "failed", "incomplete") for r in rows if r.cell in names):
+        rows = cell_statuses(out, slurm.grid_jobs(read_manifest(out)))
+        if all(r.state in ("done", "failed", "cancelled", "incomplete") for r in rows if r.cell in names):
             return
         time.sleep(2)
     echo(f"gave up waiting after {seconds} s; the jobs stay queued", err=True)

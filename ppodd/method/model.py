@@ -1,8 +1,8 @@
 """ConvNet-3 (§6) as a pure function of a flat list of weight tensors.
 
 Keeping the weights as plain tensors (not an nn.Module) lets the inner loop differentiate through
-its own Adam updates, and lets evaluation train K networks at once (`forward_stacked`) with
-weights stacked along a leading dimension.
+its own Adam updates. Evaluation trains K networks at once through `networks.py`, whose ConvNet
+draws the same initial weights as `init_params`.
 
 Weight list layout, per block i < depth: conv weight (C, C_in, 3, 3), conv bias (C,),
 norm scale (C,), norm shift (C,); then the linear weight (K, C·s·s) and bias (K,), s = a / 2^depth.
@@ -66,30 +66,6 @@ def forward(params: Params, x: torch.Tensor) -> torch.Tensor:
         h = F.group_norm(h, w.shape[0], g, s, eps=1e-5)
         h = F.avg_pool2d(F.relu(h), 2)
     return F.linear(h.flatten(1), params[-2], params[-1])
-
-
-def forward_stacked(params: Params, x: torch.Tensor) -> torch.Tensor:
-    """Logits (nets, n, K) of `nets` ConvNet-3s with stacked weights on their own images x (nets, n, 3, a, a).
-
-    The nets sit side by side in the channel dimension: one grouped convolution (groups = nets),
-    an instance norm over nets·C channels and one batched matmul do every net's layer at once.
-    That is the same arithmetic as `forward` per net, in one kernel per layer for all nets, which
-    is what fills a GPU. On a 2-core CPU it beats a loop over nets at ConvNet-32 (1.14×, with
-    `ppodd.cell.malloc`'s reuse of freed memory) but not at ConvNet-128 (0.84×; bench/README.md).
-    """
-    nets, n = x.shape[:2]
-    depth = (len(params) - 2) // 4
-    h = x.transpose(0, 1).reshape(n, nets * x.shape[2], *x.shape[3:])      # (n, nets·3, a, a)
-    for i in range(depth):
-        w, b, g, s = params[4 * i: 4 * i + 4]                             # w (nets, C, C_in, 3, 3)
-        h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=1, groups=nets)
-        # instance_norm, not group_norm: the same normalisation through the batch-norm kernels,
-        # whose backward on nets·C channels ran several times faster on the CPU (bench/README.md).
-        h = F.instance_norm(h, weight=g.reshape(-1), bias=s.reshape(-1), eps=1e-5)
-        h = F.avg_pool2d(F.relu(h), 2)                                    # (n, nets·C, s, s)
-    # Flatten each net's (C, s, s) block in `forward`'s order before the per-net linear layer.
-    h = h.contiguous().view(n, nets, -1).transpose(0, 1)                  # (nets, n, C·s·s)
-    return torch.baddbmm(params[-1].unsqueeze(1), h, params[-2].transpose(1, 2))
 
 
 def num_params(params: Params) -> int:

@@ -23,16 +23,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ppodd.config import RUN_ONLY_KEYS, VARIANTS
+from ppodd.cell.identity import RUN_ONLY_KEYS
+from ppodd.config import VARIANTS
 from ppodd.report.ablation import ablation_tables
+from ppodd.report.architectures import add_architectures
 from ppodd.report.random_real import add_gains
 from ppodd.report.records import SCORES
 from ppodd.report.stats import mean_std, paired_interval
 
 METHOD_ORDER = ("ppodd", "podd")
-# The grid's own axes, and the keys that say where or how fast a run goes, not what it computes
-# (the same rule that keeps them out of a cell's digest): never a setting.
-_NOT_SETTINGS = frozenset({"method", "seed", "poster.ipc", "ppodd.variant", *RUN_ONLY_KEYS})
+# The grid's own axes, the keys that say where or how fast a run goes, not what it computes (the
+# same rule that keeps them out of a cell's digest), and the extra architectures a run is also
+# scored on (they add a table, not a number to the others): never a setting.
+_NOT_SETTINGS = frozenset({"method", "seed", "poster.ipc", "ppodd.variant", "eval.models", *RUN_ONLY_KEYS})
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -258,6 +261,7 @@ def summarize(records: list[dict], defaults: Mapping[str, Any] | None = None) ->
     groups = _groups(runs)
     _pair_differences(groups)
     add_gains(groups)
+    add_architectures(groups)
     ablations = ablation_tables(groups, defaults or {})
     for group in groups:
         del group["_runs"]

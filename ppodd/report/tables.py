@@ -1,8 +1,8 @@
 """A summary (see `summary.summarize`) as text for a terminal, Markdown, CSV or JSON.
 
 Text and Markdown show the same tables: per data set the final accuracy by IPC, the accuracy at
-every evaluation checkpoint, and one table per ablation axis, with notes on missing seeds and
-incomplete runs. CSV holds the same numbers at full precision in one long table (column `table`
+every evaluation checkpoint, the accuracy on every evaluation architecture (when runs were scored
+on several) and one table per ablation axis, with notes on missing seeds and incomplete runs. CSV holds the same numbers at full precision in one long table (column `table`
 says which); JSON holds everything, one record per run included. docs/summary.md describes each.
 """
 
@@ -141,6 +141,23 @@ def checkpoint_table(dataset: str, groups: list[dict]) -> Table:
     return table
 
 
+def architecture_table(dataset: str, groups: list[dict]) -> Table:
+    """The cross-architecture result: one row per poster (group and score), one column per
+    evaluation architecture of `eval.models`, mean ± std over the seeds scored on it."""
+    names = list(dict.fromkeys(name for g in groups for name in g["architectures"]))
+    table = Table(f"{dataset}: final accuracy (%) by evaluation architecture {_steps_title(groups)}, "
+                  "mean ± std over seeds (n seeds)", ["method", "variant", "setting", "ipc", "score"] + names)
+    for g in (g for g in groups if g["architectures"]):
+        for score in SCORES:
+            cells = []
+            for name in names:
+                s = g["architectures"].get(name, {}).get(score)
+                cells.append("" if s is None else f"{_mean_std(s['mean'], s['std'])} (n={s['n']}){_flag(g)}")
+            table.rows.append([g["method"], g["variant"], setting_label(g["setting"]), ipc_label(g["ipc"]),
+                               score] + cells)
+    return table
+
+
 def ablation_table(ablation: dict) -> Table:
     """One ablation axis as the paper's Tables II–IV: accuracy per value and the drop from the
     reference (default) value, per IPC."""
@@ -180,6 +197,8 @@ def tables(summary: dict) -> list[Table]:
     for dataset, groups in by_dataset(summary["groups"]).items():
         out.append(main_table(dataset, groups))
         out.append(checkpoint_table(dataset, groups))
+        if any(g["architectures"] for g in groups):
+            out.append(architecture_table(dataset, groups))
     out += [ablation_table(a) for a in summary["ablations"]]
     return out
 
@@ -213,7 +232,7 @@ def to_markdown(summary: dict) -> str:
 CSV_COLUMNS = ["table", "dataset", "method", "variant", "setting", "ipc", "score", "step", "n",
                "seeds", "missing_seeds", "incomplete_seeds", "mean", "std", "effective_ipc", "pixels",
                "seconds_mean", "diff_n", "diff_mean", "diff_low", "diff_high", "axis", "axis_value",
-               "reference", "drop"]
+               "reference", "drop", "architecture"]
 
 
 def _csv_value(value: Any) -> Any:
@@ -228,7 +247,8 @@ def _csv_value(value: Any) -> Any:
 
 def to_csv(summary: dict) -> str:
     """One long table at full precision: `group` rows (final accuracy), `checkpoint` rows (one
-    per evaluation step) and `ablation` rows, one per score each."""
+    per evaluation step), `architecture` rows (one per evaluation architecture) and `ablation`
+    rows, one per score each."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -251,6 +271,11 @@ def to_csv(summary: dict) -> str:
                 writer.writerow({k: _csv_value(v) for k, v in dict(
                     common, table="checkpoint", score=score, step=int(step), n=at["n"], mean=at["mean"],
                     std=at["std"], effective_ipc=s["effective_ipc"], pixels=s["pixels"]).items()})
+            for name, scores in g["architectures"].items():
+                writer.writerow({k: _csv_value(v) for k, v in dict(
+                    common, table="architecture", score=score, architecture=name, n=scores[score]["n"],
+                    mean=scores[score]["mean"], std=scores[score]["std"],
+                    step=g["checkpoints"][-1] if g["checkpoints"] else None).items()})
     for a in summary["ablations"]:
         for r in a["rows"]:
             for score in SCORES:

@@ -10,7 +10,7 @@ import torch
 from ppodd.atomic import WriteError, write_atomic
 from ppodd.errors import PpoddError
 from ppodd.storage.folders import free_bytes
-from ppodd.storage.record import EvalResult, StageRecord
+from ppodd.storage.record import ArchitectureResult, EvalResult, StageRecord
 
 CHECKPOINT_VERSION = 1
 
@@ -42,6 +42,7 @@ class RunState:
     seconds: dict[str, float] = field(default_factory=dict)
     started: str = ""
     final: list[EvalResult] = field(default_factory=list)  # [live, pool] once measured
+    architectures: dict[str, ArchitectureResult] = field(default_factory=dict)  # eval.models measured so far
 
 
 def save_checkpoint(state: RunState, path: Path, digest: str) -> None:

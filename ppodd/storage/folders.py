@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from ppodd.errors import PpoddError
+from ppodd.errors import ConfigError, PpoddError
 
 
 def free_bytes(folder: Path) -> int | str:
@@ -18,17 +19,31 @@ def free_bytes(folder: Path) -> int | str:
 
 
 
+def check_creatable(folder: Path) -> None:
+    """ConfigError when `folder` can neither exist nor be created: a file stands in its path, or
+    its nearest existing parent takes no new entry. Creates nothing."""
+    folder = Path(folder).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create output folder {folder}: {existing} is a file")
+    if existing != folder and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create output folder {folder}: {existing} is not writable")
+
+
 def check_writable(folder: Path, need_bytes: int) -> None:
     """Nothing when `folder` exists (or was created), takes a new file and has need_bytes free.
 
     Raises PpoddError naming the folder, and for space the free and needed bytes, so a run
-    fails before its work rather than at the final write.
+    fails before its work rather than at the final write; a folder that cannot be created at
+    all (under a file, or in a folder it may not write) is bad input, a ConfigError.
     """
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise PpoddError(f"cannot create output folder {folder}: {err.strerror or err}") from None
+        raise ConfigError(f"cannot create output folder {folder}: {err.strerror or err}") from None
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".ppodd-write-check-",
                                          suffix=".tmp") as probe:

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from h5py import h5a, h5d, h5g, h5s, h5t
 
-from ppodd.storage.record import EvalResult, RunRecord, StageRecord
+from ppodd.storage.record import ArchitectureResult, EvalResult, RunRecord, StageRecord
 from ppodd.storage.runfile import attr as _attr
 from ppodd.storage.runfile import attr_value as _attr_value
 from ppodd.storage.runfile import plain as _plain
@@ -52,6 +52,8 @@ def read_summary(path: Path) -> dict:
         accuracy_best;
       final: {"live": ..., "pool": ...}, each with checkpoints, mean, per_net (S lists of nets
         values), members, pi, pixels, effective_ipc, seconds, final, best.
+      architectures: {name: {"live": ..., "pool": ...}} of /final/architectures (empty without
+        it), each with checkpoints and mean.
     Raises a StoreError subclass for a missing, corrupt, foreign, newer or incomplete file.
     """
     return _read_checked(Path(path), _SUMMARY_READERS)
@@ -68,6 +70,9 @@ def read_scores(path: Path) -> dict:
       stage_accuracies: A_t of every stage, oldest first; pi_after: each stage's π after its
         update, over [S_1 … S_t, live];
       final: {"live": ..., "pool": ...}, each with checkpoints and mean (S values).
+      architectures: {name: {"live": ..., "pool": ...}} of /final/architectures (empty without
+        it), each with checkpoints and mean;
+      phase_seconds: {phase: seconds} from the provenance (prepare, distill, evaluate).
     Raises a StoreError subclass for a missing, corrupt, foreign, newer or incomplete file.
     """
     return _read_checked(Path(path), _SCORES_READERS)
@@ -105,13 +110,19 @@ def _array(loc: h5py.h5g.GroupID, member: str) -> np.ndarray:
 
 
 
-def _read_mapping(group: h5py.Group) -> dict:
-    """The mapping `_write_mapping` stored in `group`: its attributes, subgroups nested."""
+def _read_attributes(group: h5py.Group) -> dict:
+    """Every attribute of `group` as a plain value."""
     loc = group.id
     out = {}
     for index in range(h5a.get_num_attrs(loc)):
         attr = h5a.open(loc, index=index)
         out[attr.name.decode("utf-8")] = _attr_value(attr)
+    return out
+
+
+def _read_mapping(group: h5py.Group) -> dict:
+    """The mapping `_write_mapping` stored in `group`: its attributes, subgroups nested."""
+    out = _read_attributes(group)
     for name, child in group.items():
         out[name] = _read_mapping(child)
     return out
@@ -172,6 +183,10 @@ def _read_run_v1(f: h5py.File) -> RunRecord:
         provenance=_read_mapping(f["provenance"]),
         zca_key=str(_attr(f.id, "zca_key")),
         seeds=_read_mapping(f["seeds"]),
+        architectures={name: ArchitectureResult(_read_attributes(f[f"final/architectures/{name}"]),
+                                                _read_eval_v1(f[f"final/architectures/{name}/live"]),
+                                                _read_eval_v1(f[f"final/architectures/{name}/pool"]))
+                       for name in _architecture_names_v1(f.id)},
     )
 
 
@@ -220,6 +235,21 @@ def _root_scalars_v1(root: h5py.h5g.GroupID, text: tuple[str, ...]) -> dict[str,
     return out
 
 
+def _architecture_names_v1(root: h5py.h5g.GroupID) -> list[str]:
+    """Names of the /final/architectures groups in `eval.models` order; none in files without it."""
+    if b"architectures" not in h5g.open(root, b"final"):
+        return []
+    return _attr(root, "order", "final/architectures")
+
+
+def _architecture_means_v1(root: h5py.h5g.GroupID) -> dict:
+    """{name: {"live": {checkpoints, mean}, "pool": {...}}} of /final/architectures."""
+    return {name: {score: {"checkpoints": _numbers(root, f"final/architectures/{name}/{score}/checkpoints", int),
+                           "mean": _numbers(root, f"final/architectures/{name}/{score}/mean")}
+                   for score in ("live", "pool")}
+            for name in _architecture_names_v1(root)}
+
+
 def _stage_names_v1(root: h5py.h5g.GroupID) -> list[str]:
     """Names of the /stages groups in stage order."""
     return sorted((name.decode() for name in h5g.open(root, b"stages")), key=int)
@@ -233,6 +263,7 @@ def _read_summary_v1(f: h5py.File) -> dict:
     out["poster_shape"] = tuple(h5d.open(root, b"initial_poster").shape)
     out["stage_list"] = [_summary_stage_v1(root, name) for name in _stage_names_v1(root)]
     out["final"] = {name: _summary_eval_v1(root, name, out) for name in ("live", "pool")}
+    out["architectures"] = _architecture_means_v1(root)
     return out
 
 
@@ -246,6 +277,24 @@ def _read_scores_v1(f: h5py.File) -> dict:
     out["pi_after"] = [_numbers(root, f"stages/{name}/pi_after") for name in names]
     out["final"] = {name: {"checkpoints": _numbers(root, f"final/{name}/checkpoints", int),
                            "mean": _numbers(root, f"final/{name}/mean")} for name in ("live", "pool")}
+    out["architectures"] = _architecture_means_v1(root)
+    out["phase_seconds"] = _phase_seconds_v1(f)
+    return out
+
+
+def _phase_seconds_v1(f: h5py.File) -> dict[str, float]:
+    """Seconds per phase (prepare, distill, evaluate) of the run's provenance: its `seconds_<phase>`
+    attributes, or the `seconds` mapping that other writers store."""
+    provenance = f["provenance"]
+    nested = provenance.get("seconds")
+    if isinstance(nested, h5py.Group):
+        return {k: float(v) for k, v in _read_mapping(nested).items() if isinstance(v, (int, float))}
+    out = {}
+    for index in range(h5a.get_num_attrs(provenance.id)):
+        attr = h5a.open(provenance.id, index=index)
+        name = attr.name.decode("utf-8")
+        if name.startswith("seconds_") and name != "seconds_total":
+            out[name.removeprefix("seconds_")] = float(_attr_value(attr))
     return out
 
 

@@ -42,6 +42,15 @@ class EvalResult:
 
 
 @dataclass
+class ArchitectureResult:
+    """The final live poster and pool scored on one architecture of `eval.models` (§9)."""
+
+    network: dict                   # arch, width, norm (and ConvNet's depth and pool) as they ran
+    live: EvalResult
+    pool: EvalResult
+
+
+@dataclass
 class StageRecord:
     """One P-PoDD stage (§10.6); PoDD runs have exactly one."""
 
@@ -74,3 +83,4 @@ class RunRecord:
     provenance: dict                # versions, host, device, times, seconds per phase
     zca_key: str                    # key of the cached ZCA matrices, "" when ZCA is off
     seeds: dict = field(default_factory=dict)
+    architectures: dict[str, ArchitectureResult] = field(default_factory=dict)  # by name, as listed

@@ -53,6 +53,11 @@ unless a line says otherwise.
         in_stage/<epoch>    eval group per in-stage evaluation, epoch zero-padded to 5 digits
     /final/live             eval group: the final live poster alone
     /final/pool             eval group: the final pool with its final π
+    /final/architectures    optional, only with config `eval.models` (§9): attrs order (str array,
+                            the names as listed); one group per name (convnet, resnet18, vgg11,
+                            alexnet) with attrs arch, width, norm (ConvNet also depth, pool) as the
+                            network ran, and eval groups live and pool: the final live poster and
+                            pool on that network. Readers without it ignore it (format_version 1).
 
     eval group (§9):
         checkpoints         (S,) int64: cumulative training steps at which the test set was scored
@@ -102,10 +107,15 @@ class StoreError(PpoddError):
         super().__init__(" ".join(f"{path}: {detail}".split()))
 
 
+# Where one run file is expected (`plot`, `evaluate`), a path that names none is bad input (exit 2);
+# a run file that is damaged or unfinished is a failure (exit 1). `summarize` reports both per file.
+
+
 class MissingFileError(StoreError):
     """The path does not exist."""
 
     reason = "missing"
+    exit_code = 2
 
 
 class CorruptFileError(StoreError):
@@ -114,10 +124,17 @@ class CorruptFileError(StoreError):
     reason = "corrupt"
 
 
+class NotRunFileError(CorruptFileError):
+    """Not a file, or a file without HDF5's signature (a YAML, a PNG): not what was asked for."""
+
+    exit_code = 2
+
+
 class ForeignFileError(StoreError):
     """An HDF5 file that is not a ppodd run (no or another `format`, unknown `format_version`)."""
 
     reason = "foreign"
+    exit_code = 2
 
 
 class NewerFormatError(StoreError):
@@ -137,7 +154,8 @@ class IncompleteFileError(StoreError):
 
 
 def read_header(path: Path) -> dict:
-    """The format_version and reported accuracy of a finished run file, from its root attributes.
+    """The format_version, reported accuracy and wall seconds of a finished run file, from its
+    root attributes.
 
     No dataset is read: this is the cheap "is this result complete?" of `run`, `submit` and
     `status`. Raises a StoreError subclass for a missing, corrupt, foreign, newer or incomplete
@@ -145,7 +163,7 @@ def read_header(path: Path) -> dict:
     """
     def header(f: h5py.File) -> dict:
         return {"format_version": attr(f.id, "format_version"),
-                "final_accuracy": attr(f.id, "final_accuracy")}
+                "final_accuracy": attr(f.id, "final_accuracy"), "seconds": attr(f.id, "seconds")}
 
     return read_checked(Path(path), {version: header for version in KNOWN_VERSIONS})
 
@@ -155,7 +173,7 @@ def read_checked(path: Path, readers: Mapping[int, Callable[[h5py.File], Any]]) 
     if not path.exists():
         raise MissingFileError(path, "no such file")
     if not path.is_file():
-        raise CorruptFileError(path, "not a file")
+        raise NotRunFileError(path, "not a file")
     try:
         f = h5py.File(path, "r", locking=False)
     except OSError as err:
@@ -179,7 +197,7 @@ def _open_failure(path: Path, err: OSError) -> StoreError:
     except OSError as read_err:
         return StoreError(path, f"cannot read: {read_err.strerror or read_err}")
     if head != _HDF5_SIGNATURE:
-        return CorruptFileError(path, "not an HDF5 file")
+        return NotRunFileError(path, "not an HDF5 file")
     return CorruptFileError(path, f"truncated or corrupt HDF5 file ({err})")
 
 

@@ -96,6 +96,14 @@ def _write_layout(f: h5py.File, record: RunRecord) -> None:
     final = f.create_group("final")
     _write_eval(final.create_group("live"), record.final_live)
     _write_eval(final.create_group("pool"), record.final_pool)
+    if record.architectures:
+        architectures = final.create_group("architectures")
+        architectures.attrs["order"] = np.asarray(list(record.architectures), dtype=h5py.string_dtype())
+        for name, result in record.architectures.items():
+            group = architectures.create_group(name)
+            _write_mapping(group, result.network)
+            _write_eval(group.create_group("live"), result.live)
+            _write_eval(group.create_group("pool"), result.pool)
 
 
 def _total_seconds(provenance: Mapping) -> float:
