@@ -5,6 +5,7 @@ import pytest
 from helpers import assert_file_refused, cli, set_args
 
 from ppodd.cluster import grid
+from ppodd.config import build_config
 
 from ppodd.storage.manifest import MANIFEST
 from ppodd.cluster.jobfile import load_experiment
@@ -14,7 +15,7 @@ JOBS = sorted(Path("jobs").glob("*.yaml"))
 # Cells of each shipped grid: methods x IPCs x axis values x seeds.
 EXPECTED_CELLS = {"table1-cifar10": 2 * 4 * 5, "table2-boost": 2 * 5, "table3-sampling": 2 * 5,
                   "table4-stages": 5 * 5, "table1-cpu": 2 * 4 * 3, "demo": 2 * 2 * 2,
-                  "variant-study-cpu": 4 * 3}
+                  "variant-study-cpu": 4 * 3, "authors-code-cifar10": 3, "algorithm1-cifar10": 4 * 5}
 
 
 def expand(exp, out):
@@ -32,6 +33,19 @@ def test_shipped_job_files_expand_to_their_grids(path, tmp_path):
     cells = expand(exp, tmp_path)
     assert len(cells) == EXPECTED_CELLS[path.stem]
     assert exp.description and exp.out is not None
+
+
+def test_authors_code_and_algorithm1_jobs_resolve_to_their_variants(tmp_path):
+    def resolved(name):
+        cells = expand(load_experiment(Path(f"jobs/{name}.yaml")), tmp_path / name)
+        return [build_config(c.config) for c in cells]
+
+    code, literal = resolved("authors-code-cifar10"), resolved("algorithm1-cifar10")
+    assert {(c.ppodd.variant, c.ppodd.final_pool, c.ppodd.boost_target, c.poster.ipc) for c in code} == {
+        ("code", "code_first5", "latest_snapshot", 0.9)}
+    assert {(c.ppodd.variant, c.ppodd.final_pool, c.ppodd.decay_anchor) for c in literal} == {
+        ("paper", "all_stages", "oldest")}
+    assert {c.poster.ipc for c in literal} == {0.6, 0.7, 0.8, 0.9}
 
 
 def test_paper_ablation_grids_vary_only_their_own_key(tmp_path):
