@@ -116,7 +116,7 @@ def evaluate(
     """
     import json
 
-    from ppodd.cell.baselines import Reference, check_reference, evaluate_reference
+    from ppodd.cell.baselines import Reference, check_reference, evaluate_reference_architectures
     from ppodd.cell.poster_input import pixels_for_ipc
     from ppodd.cell.prepare import prepare
     from ppodd.cell.progress import Progress, configure_logging
@@ -142,13 +142,19 @@ def evaluate(
             cfg = load_config(config, set_ or [])
         prep = prepare(cfg, _host())
         budget = pixels_for_ipc(prep, ipc) if ipc is not None else (pixels or 0)
-        result = evaluate_reference(prep, Reference(poster, labels, budget), Progress(0, 0, log, bar=False))
+        results = evaluate_reference_architectures(prep, Reference(poster, labels, budget),
+                                                   Progress(0, 0, log, bar=False))
     except PpoddError as e:
         _fail(e)
-    row = {"poster": poster, "checkpoints": result.checkpoints,
-           "mean": [round(float(v), 4) for v in result.mean], "per_net": result.per_net.tolist(),
-           "pixels": result.pixels, "effective_ipc": result.effective_ipc, "seconds": round(result.seconds, 1),
-           "dataset": cfg.data.name, "ipc": cfg.poster.ipc, "seed": cfg.seed}
+    scores = {arch: {"mean": [round(float(v), 4) for v in r.mean], "per_net": r.per_net.tolist()}
+              for arch, r in results.items()}
+    result = results[cfg.eval.model]
+    row = {"poster": poster, "checkpoints": result.checkpoints, **scores[cfg.eval.model],
+           "pixels": result.pixels, "effective_ipc": result.effective_ipc,
+           "seconds": round(sum(r.seconds for r in results.values()), 1),
+           "dataset": cfg.data.name, "ipc": cfg.poster.ipc, "seed": cfg.seed, "model": cfg.eval.model}
+    if len(scores) > 1:
+        row["architectures"] = scores
     if poster == "random-real":
         row["budget_pixels"] = budget or prep.geom.pixels
     if json_out is not None:
@@ -156,7 +162,9 @@ def evaluate(
             write_text(json_out, json.dumps(row, indent=2) + "\n")
         except PpoddError as e:
             _fail(e)
-    typer.echo(" ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, row["mean"])))
+    for arch, score in scores.items():
+        steps = " ".join(f"{c}:{m:.2f}" for c, m in zip(result.checkpoints, score["mean"]))
+        typer.echo(f"{arch}: {steps}" if len(scores) > 1 else steps)
 
 
 SLURM = "Slurm"

@@ -22,6 +22,7 @@ import yaml
 from ppodd.errors import ConfigError
 
 METHODS = ("ppodd", "podd")
+PRECISIONS = ("ieee", "tf32", "bf16")
 EVAL_ARCHITECTURES = ("convnet", "resnet18", "vgg11", "alexnet")
 # A config file is a few hundred bytes; anything far larger is not one of ours.
 MAX_CONFIG_BYTES = 1 << 20
@@ -186,6 +187,10 @@ class RunConfig:
     method: str = _opt("ppodd", choices=METHODS, doc="podd is P-PoDD with T = 1")
     seed: int = _opt(0, lo=0, hi=2**31 - 1, doc="drives every random number (D13)")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = _opt("ieee", choices=PRECISIONS,
+                          doc="float32 arithmetic of the networks: ieee (full float32), tf32 (a GPU's TF32 "
+                          "matrix products and convolutions; the CPU computes as ieee) or bf16 (every "
+                          "network forward under bfloat16 autocast, on a GPU or the CPU)")
     threads: int = _opt(0, lo=0, doc="torch CPU threads (0: Slurm's cpus-per-task, else torch's default)")
     checkpoint_minutes: float = _opt(5.0, lo=0.0, lo_open=True)
     data: DataConfig = field(default_factory=DataConfig)

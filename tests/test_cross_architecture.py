@@ -1,6 +1,8 @@
 """The cross-architecture result (§9, `eval.models`): config keys, a demo run scored on every
 architecture, its place in the run file, and the `ppodd summarize` table."""
 
+import json
+
 import pytest
 import torch
 from helpers import cli
@@ -85,3 +87,28 @@ def test_runs_without_other_architectures_print_no_architecture_table(tmp_path, 
     path = run_cell(cfg, cell_files(cfg, tmp_path / "out"), Host(tmp_path / "cache"), log, bar=False)
     assert read_run(path).architectures == {} and read_scores(path)["architectures"] == {}
     assert "by evaluation architecture" not in cli("summarize", tmp_path / "out").output
+
+
+def test_evaluate_scores_any_poster_on_every_architecture_and_summarize_tables_it(tmp_path, tiny_overrides):
+    sets = [a for o in tiny_overrides + ["eval.models=[convnet,alexnet]", "eval.width=2", "eval.norm=batch"]
+            for a in ("--set", o)]
+    result = cli("evaluate", "initial", "--config", "configs/demo.yaml", *sets, "--json", tmp_path / "s" / "i.json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["convnet", "alexnet"]
+    row = json.loads((tmp_path / "s" / "i.json").read_text())
+    assert row["model"] == "convnet" and list(row["architectures"]) == ["convnet", "alexnet"]
+    assert row["mean"] == row["architectures"]["convnet"]["mean"]
+    assert len(row["architectures"]["alexnet"]["per_net"]) == len(row["checkpoints"])
+    one = cli("evaluate", "initial", "--config", "configs/demo.yaml", *sets[:-6], "--set", "eval.width=2",
+              "--set", "eval.norm=batch", "--json", tmp_path / "one.json")
+    assert one.exit_code == 0 and ":" in one.stdout and not one.stdout.startswith("convnet")
+    assert json.loads((tmp_path / "one.json").read_text())["mean"] == row["mean"]   # the same nets and draws
+
+    table = cli("summarize", tmp_path / "s")
+    assert table.exit_code == 0, table.output
+    title = "by evaluation architecture"
+    assert title in table.output
+    body = table.output.split(title)[1].splitlines()
+    assert body[1].split()[-2:] == ["convnet", "alexnet"]
+    assert any(line.startswith("reference:initial") for line in body)

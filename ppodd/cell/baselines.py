@@ -66,16 +66,18 @@ def check_reference(what: str) -> None:
                           "(.pt, .npy, .npz, .png, .jpg)")
 
 
-def evaluate_reference(prep: Prepared, ref: Reference, progress) -> EvalResult:
-    """The evaluation of one poster on its own, under the config's protocol."""
+def evaluate_reference(prep: Prepared, ref: Reference, progress, arch: str | None = None) -> EvalResult:
+    """The evaluation of one poster on its own, under the config's protocol, on `arch` (default
+    `eval.model`; another architecture's nets draw their own seeds)."""
     cfg, what = prep.cfg, ref.what
     check_reference(what)
     state = fresh_state(prep)
-    engine = Evaluator(prep, state, progress)
+    engine = Evaluator(prep, state, progress, arch)
+    tag = (arch,) if arch and arch != cfg.eval.model else ()
     if what == "random-real":
         pixels = ref.pixels or prep.geom.pixels
         strip, labels, geom = random_real_strip(prep, pixels, generator(cfg.seed, "baseline", "random-real", pixels))
-        return engine.evaluate(strip[None], labels, [1.0], [0], "baseline", what, pixels, geom=geom)
+        return engine.evaluate(strip[None], labels, [1.0], [0], "baseline", what, *tag, geom=geom)
     if what == "initial":
         poster = state.live
     elif what == "real":
@@ -85,10 +87,17 @@ def evaluate_reference(prep: Prepared, ref: Reference, progress) -> EvalResult:
         # The run's own patch labels: its fixed labels, or those its learned map gave.
         last = read_run(Path(what)).stages[-1]
         poster, labels = last.poster.to(prep.device), last.patch_labels.to(prep.device)
-        return engine.evaluate(poster[None], labels[None], [1.0], [0], "baseline", what)
+        return engine.evaluate(poster[None], labels[None], [1.0], [0], "baseline", what, *tag)
     else:
         poster = poster_from_file(prep, Path(what))
-    return engine.evaluate(poster[None], poster_labels(prep, ref)[None], [1.0], [0], "baseline", what)
+    return engine.evaluate(poster[None], poster_labels(prep, ref)[None], [1.0], [0], "baseline", what, *tag)
+
+
+def evaluate_reference_architectures(prep: Prepared, ref: Reference, progress) -> dict[str, EvalResult]:
+    """One poster scored on `eval.model` and then on every other architecture of `eval.models`
+    (the cross-architecture result), in that order."""
+    archs = dict.fromkeys([prep.cfg.eval.model, *prep.cfg.eval.models])
+    return {arch: evaluate_reference(prep, ref, progress, arch) for arch in archs}
 
 
 def poster_labels(prep: Prepared, ref: Reference) -> torch.Tensor:

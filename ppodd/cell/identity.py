@@ -31,7 +31,8 @@ RUN_ONLY_KEYS = ("device", "threads", "checkpoint_minutes", "data.root", "data.c
 # its name and a rerun finds its result; any other value names another cell.
 LATER_KEYS = {"eval.model": "convnet", "eval.models": [], "eval.width": 0, "eval.depth": 0,
               "eval.norm": "auto", "eval.pool": "avg", "eval.optimizer": "adam", "eval.momentum": 0.9,
-              "eval.weight_decay": 0.0, "eval.augment": None, "data.image_size": 0, "data.resize": "squash"}
+              "eval.weight_decay": 0.0, "eval.augment": None, "data.image_size": 0, "data.resize": "squash",
+              "precision": "ieee"}
 
 
 def result_fields(cfg: RunConfig) -> dict:

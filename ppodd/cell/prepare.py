@@ -41,15 +41,19 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def use_ieee_float32() -> None:
-    """Make float32 convolutions on a GPU full float32, as on the CPU.
+def use_precision(precision: str) -> None:
+    """Set how a GPU computes float32 matrix products and convolutions for `config.precision`.
 
-    cuDNN's default on Ampere and later GPUs is TF32 (10 mantissa bits), so the same config would
-    give other numbers on an A100 than on the V100 the reference ran on or on the CPU; the
-    meta-gradient through Adam is the kind of computation that amplifies such rounding
-    (bench/README.md, precision). Matrix products are full float32 by PyTorch's default already.
+    `ieee` (and `bf16`, outside its autocast regions) is full float32, as on the CPU: cuDNN's
+    default on Ampere and later GPUs is TF32 (10 mantissa bits), so the same config would give
+    other numbers on an A100 than on the V100 the reference ran on or on the CPU, and the
+    meta-gradient through Adam amplifies such rounding (bench/README.md, precision). `tf32` turns
+    TF32 on for both. Both are set every time, since the setting is the process's, not the run's.
+    Only PyTorch's per-backend switches are used: they leave the CPU's own (oneDNN) alone.
     """
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    mode = "tf32" if precision == "tf32" else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
 
 
 @dataclass
@@ -162,7 +166,7 @@ def fit_zca(cfg: RunConfig, data: ImageData, host: Host) -> tuple[torch.Tensor, 
 def prepare(cfg: RunConfig, host: Host) -> Prepared:
     """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
     device = select_device(cfg.device)
-    use_ieee_float32()
+    use_precision(cfg.precision)
     data = load_data(cfg, host)
     geom, order = plan_poster(cfg, data, device)
     train_x, test_x, key, matrix = data.train_x, data.test_x, "", None

@@ -55,7 +55,8 @@ def settings_of(cfg: RunConfig, num_classes: int) -> tuple[StepSettings, EvalSet
     d, m = cfg.distill, cfg.model
     step = StepSettings(d.batch_patches, d.window, d.inner_lr, d.real_subbatch, d.augment,
                         num_classes, m.width, m.depth, cfg.poster.label_eps,
-                        checkpoint_window=d.checkpoint_window, real_bf16=d.real_bf16)
+                        checkpoint_window=d.checkpoint_window, real_bf16=d.real_bf16,
+                        bf16=cfg.precision == "bf16")
     return step, eval_settings(cfg, num_classes)
 
 

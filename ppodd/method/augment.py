@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ppodd.method.transfer import to_device
+
 MAX_DEGREES = 15.0
 
 
@@ -29,8 +31,7 @@ class AugDraw:
 
     def to(self, device: torch.device) -> "AugDraw":
         """The same draw on `device`; the op choice stays on the CPU, where reading it is free."""
-        return AugDraw(self.use_flip, self.flip.to(device, non_blocking=True),
-                       self.angle.to(device, non_blocking=True))
+        return AugDraw(self.use_flip, to_device(self.flip, device), to_device(self.angle, device))
 
     def slice(self, start: int, stop: int) -> "AugDraw":
         """The draw restricted to samples [start, stop) of every group (real-batch sub-batching)."""
@@ -71,5 +72,5 @@ def flip_rotate(x: torch.Tensor, draw: AugDraw) -> torch.Tensor:
         return _rotate(x, draw.angle.reshape(-1))
     flipped = _flip(x, draw.flip.reshape(-1))
     rotated = _rotate(x, draw.angle.reshape(-1))
-    pick = draw.use_flip.to(x.device).repeat_interleave(n).view(-1, 1, 1, 1)
+    pick = to_device(draw.use_flip.repeat_interleave(n), x.device).view(-1, 1, 1, 1)
     return torch.where(pick, flipped, rotated)

@@ -33,6 +33,7 @@ class StepSettings:
     label_eps: float
     checkpoint_window: bool = False
     real_bf16: bool = False
+    bf16: bool = False          # every forward of the step (inner and real) under bfloat16 autocast
 
 
 @dataclass
@@ -87,15 +88,16 @@ def meta_gradient(pool: Pool, pi: torch.Tensor, geom: PosterGeometry, real_x: to
     window = [draw_step(pi, s.batch_patches, n, s.augment, generator) for _ in range(s.window)]
     real_aug = draw_flip_rotate(1, real_x.shape[0], generator) if s.augment else None
     posters, labels = pool.stacked(geom, s.label_eps)
-    params, state = warm_up(params, state, posters, labels, warm, geom, s.inner_lr)
+    real_bf16 = s.real_bf16 or s.bf16
+    params, state = warm_up(params, state, posters, labels, warm, geom, s.inner_lr, s.bf16)
     if s.checkpoint_window:
         # Keep each step's weights and Adam state, not its graph; recompute it in the backward.
-        final, saved = unroll_saved(params, state, posters, labels, window, geom, s.inner_lr)
-        loss, grads = real_loss_grads(final, real_x, real_y, real_aug, s.real_subbatch, s.real_bf16)
-        window_backward(saved, posters, labels, window, geom, s.inner_lr, grads)
+        final, saved = unroll_saved(params, state, posters, labels, window, geom, s.inner_lr, s.bf16)
+        loss, grads = real_loss_grads(final, real_x, real_y, real_aug, s.real_subbatch, real_bf16)
+        window_backward(saved, posters, labels, window, geom, s.inner_lr, grads, s.bf16)
         return loss
-    params, state = unroll(params, state, posters, labels, window, geom, s.inner_lr)
-    return real_loss_backward(params, real_x, real_y, real_aug, s.real_subbatch, s.real_bf16)
+    params, state = unroll(params, state, posters, labels, window, geom, s.inner_lr, s.bf16)
+    return real_loss_backward(params, real_x, real_y, real_aug, s.real_subbatch, real_bf16)
 
 
 def clip_by_ema(grad: torch.Tensor, ema: torch.Tensor | None, coeff: float,

@@ -47,6 +47,7 @@ class EvalSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     batching: str = "auto"
+    bf16: bool = False          # the nets' forward (training and test) under bfloat16 autocast
 
     def spec(self, image_size: int) -> NetSpec:
         """The network every evaluation net is, for images of `image_size` pixels a side."""
@@ -82,11 +83,12 @@ def optimizer_state(params: list[torch.Tensor], s: EvalSettings) -> AdamState | 
 
 
 def _summed_loss(params: list[torch.Tensor], spec: NetSpec, buffers: list[torch.Tensor], x: torch.Tensor,
-                 y: torch.Tensor) -> tuple[torch.Tensor, list]:
+                 y: torch.Tensor, bf16: bool = False) -> tuple[torch.Tensor, list]:
     # Σ over nets of each net's mean CE: the gradient for net k is that of its own loss alone.
     nets = x.shape[0]
-    logits, stats = forward(spec, Weights(params, buffers), x, train=True)
-    return soft_cross_entropy(logits.flatten(0, 1), y.flatten(0, 1)) * nets, stats
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits, stats = forward(spec, Weights(params, buffers), x, train=True)
+    return soft_cross_entropy(logits.flatten(0, 1).to(x.dtype), y.flatten(0, 1)) * nets, stats
 
 
 _stacked_grad = torch.func.grad(_summed_loss, has_aux=True)
@@ -103,7 +105,7 @@ def train_step(spec: NetSpec, weights: Weights, state, posters: torch.Tensor, la
     x = x.view(nets, -1, *x.shape[1:])                                    # (nets, b, 3, a, a)
     y = y.view(nets, -1, y.shape[-1])                                     # (nets, b, K)
     with torch.enable_grad():
-        grads, stats = _stacked_grad(weights.params, spec, weights.buffers, x, y)
+        grads, stats = _stacked_grad(weights.params, spec, weights.buffers, x, y, s.bf16)
     if s.weight_decay:
         grads = [g + s.weight_decay * p for g, p in zip(grads, weights.params)]
     if s.optimizer == "adam":
@@ -114,12 +116,13 @@ def train_step(spec: NetSpec, weights: Weights, state, posters: torch.Tensor, la
 
 
 def score_nets(spec: NetSpec, weights: Weights, test_x: torch.Tensor, test_y: torch.Tensor,
-               chunk: int) -> torch.Tensor:
-    """(nets,) top-1 accuracy in percent of stacked networks on the test set, no augmentation."""
+               chunk: int, bf16: bool = False) -> torch.Tensor:
+    """(nets,) top-1 accuracy in percent of stacked networks on the test set, no augmentation; with
+    `bf16` under bfloat16 autocast."""
     nets = weights.params[0].shape[0]
     correct = torch.zeros(nets, dtype=torch.long, device=test_x.device)
     size = max(1, chunk // nets)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(test_x.device.type, dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, test_x.shape[0], size):
             x = test_x[start:start + size]
             logits, _ = forward(spec, weights, x.expand(nets, *x.shape), train=False)   # (nets, n, K)
@@ -161,5 +164,5 @@ def evaluate_pool(posters: torch.Tensor, labels: torch.Tensor, pi: torch.Tensor,
                     groups[i], states[i] = train_step(spec, group, states[i], posters, labels,
                                                       nets_of(draw, i * size, (i + 1) * size), geom, s)
                 step += 1
-            scores.append(torch.cat([score_nets(spec, g, test_x, test_y, s.test_batch) for g in groups]))
+            scores.append(torch.cat([score_nets(spec, g, test_x, test_y, s.test_batch, s.bf16) for g in groups]))
     return torch.stack(scores).cpu()

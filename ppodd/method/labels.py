@@ -8,6 +8,7 @@ import torch
 
 from ppodd.errors import ConfigError
 from ppodd.method.poster import PosterGeometry, linspace, pos
+from ppodd.method.transfer import to_device
 
 FIXED_LABEL_MODES = ("softmax_counts", "proportional")
 
@@ -134,8 +135,8 @@ def read_patch_labels(
     _, h_l, w_l = label_map.shape
     ys, xs, k_y, k_x = label_windows(h_l, w_l, geom)
     device = label_map.device
-    row_start = torch.tensor(ys, device=device).repeat(geom.n_x)  # (N,) x-major
-    col_start = torch.tensor(xs, device=device).repeat_interleave(geom.n_y)  # (N,)
+    row_start = to_device(torch.tensor(ys).repeat(geom.n_x), device)  # (N,) x-major
+    col_start = to_device(torch.tensor(xs).repeat_interleave(geom.n_y), device)  # (N,)
     rows = row_start[:, None, None] + torch.arange(k_y, device=device)[None, :, None]  # (N, k_y, 1)
     cols = col_start[:, None, None] + torch.arange(k_x, device=device)[None, None, :]  # (N, 1, k_x)
     sums = label_map[:, rows, cols].sum(dim=(-2, -1)).T  # (N, K)

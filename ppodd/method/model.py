@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ppodd.method.transfer import to_device
+
 Params = list[torch.Tensor]
 
 
@@ -48,7 +50,7 @@ def init_params(num_classes: int, width: int, depth: int, image_size: int,
     bound = 1.0 / math.sqrt(fan_in)
     params.append(_uniform(lead + (num_classes, fan_in), bound, generator))
     params.append(_uniform(lead + (num_classes,), bound, generator))
-    return [p.to(device, dtype) for p in params]
+    return [to_device(p, device).to(dtype) for p in params]
 
 
 def forward(params: Params, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from ppodd.errors import ConfigError
+from ppodd.method.transfer import to_device
 
 SIZE_RULES = ("rows", "square")
 PATCH_STRIDE_MODES = ("fixed_count", "fixed_stride")
@@ -363,7 +364,7 @@ def patch_origins_on(
 
     Build this once per run and pass it to `extract_patches` to skip rebuilding it every step.
     """
-    return geom.patch_origins.to(device)
+    return geom.patch_origins if device is None else to_device(geom.patch_origins, device)
 
 
 def extract_patches(

@@ -16,6 +16,7 @@ from ppodd.method.augment import AugDraw, draw_flip_rotate, flip_rotate
 from ppodd.method.model import Params, forward
 from ppodd.method.poster import PosterGeometry, extract_patches
 from ppodd.method.sampler import sample_pool
+from ppodd.method.transfer import to_device
 
 BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -60,8 +61,8 @@ def synthetic_batch(pool: torch.Tensor, labels: torch.Tensor, draw: StepDraw,
     `pool` (M, 3, H, W) stacks the frozen posters and the live one; `labels` (M, N, K) holds each
     member's patch labels. Gradients reach only the members that carry them (the live poster).
     """
-    member = draw.member.reshape(-1).to(pool.device, non_blocking=True)
-    patch = draw.patch.reshape(-1).to(pool.device, non_blocking=True)
+    member = to_device(draw.member.reshape(-1), pool.device)
+    patch = to_device(draw.patch.reshape(-1), pool.device)
     x = extract_patches(pool, member, patch, geom)
     y = labels[member, patch]
     if draw.aug is not None:
@@ -76,8 +77,12 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
-def _inner_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return soft_cross_entropy(forward(params, x), y)
+def _inner_loss(params: Params, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    # With bf16 the network runs under bfloat16 autocast; the loss, and so the weights' gradient
+    # and Adam, stay in the weights' dtype.
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = forward(params, x)
+    return soft_cross_entropy(logits.to(x.dtype), y)
 
 
 inner_grad = torch.func.grad(_inner_loss)
@@ -107,31 +112,32 @@ def adam_update(params: Params, grads: Params, state: AdamState, lr: float) -> t
 
 
 def inner_step(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor, draw: StepDraw,
-               geom: PosterGeometry, lr: float) -> tuple[Params, AdamState]:
+               geom: PosterGeometry, lr: float, bf16: bool = False) -> tuple[Params, AdamState]:
     """One inner Adam step on the patch batch of `draw`. Under no_grad it builds no graph (the
     gradient itself still runs with grad enabled); otherwise it stays differentiable with respect
-    to the weights, the Adam state, the pool and the labels."""
+    to the weights, the Adam state, the pool and the labels. With `bf16` the network's forward
+    runs under bfloat16 autocast."""
     x, y = synthetic_batch(pool, labels, draw, geom)
     with torch.enable_grad():
-        grads = inner_grad(params, x, y)
+        grads = inner_grad(params, x, y, bf16)
     return adam_update(params, grads, state, lr)
 
 
 def warm_up(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor,
-            draws: list[StepDraw], geom: PosterGeometry, lr: float) -> tuple[Params, AdamState]:
+            draws: list[StepDraw], geom: PosterGeometry, lr: float, bf16: bool = False) -> tuple[Params, AdamState]:
     """Weights and Adam state after c plain training steps that send no gradient to the poster."""
     pool, labels = pool.detach(), labels.detach()
     with torch.no_grad():
         for draw in draws:
-            params, state = inner_step(params, state, pool, labels, draw, geom, lr)
+            params, state = inner_step(params, state, pool, labels, draw, geom, lr, bf16)
     return params, state
 
 
 def unroll(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor,
-           draws: list[StepDraw], geom: PosterGeometry, lr: float) -> tuple[Params, AdamState]:
+           draws: list[StepDraw], geom: PosterGeometry, lr: float, bf16: bool = False) -> tuple[Params, AdamState]:
     """Weights after ω differentiable steps, carrying the graph back to `pool` and `labels`."""
     for draw in draws:
-        params, state = inner_step(params, state, pool, labels, draw, geom, lr)
+        params, state = inner_step(params, state, pool, labels, draw, geom, lr, bf16)
     return params, state
 
 
@@ -177,8 +183,8 @@ def real_loss_backward(final: Params, real_x: torch.Tensor, real_y: torch.Tensor
 
 
 def unroll_saved(params: Params, state: AdamState, pool: torch.Tensor, labels: torch.Tensor,
-                 draws: list[StepDraw], geom: PosterGeometry,
-                 lr: float) -> tuple[Params, list[tuple[Params, AdamState]]]:
+                 draws: list[StepDraw], geom: PosterGeometry, lr: float,
+                 bf16: bool = False) -> tuple[Params, list[tuple[Params, AdamState]]]:
     """Weights after ω inner steps taken without a graph, and the weights and Adam state
     before each step: all that `window_backward` needs to recompute the step's graph.
 
@@ -190,12 +196,13 @@ def unroll_saved(params: Params, state: AdamState, pool: torch.Tensor, labels: t
     with torch.no_grad():
         for draw in draws:
             saved.append((params, state))
-            params, state = inner_step(params, state, pool, labels, draw, geom, lr)
+            params, state = inner_step(params, state, pool, labels, draw, geom, lr, bf16)
     return params, saved
 
 
 def window_backward(saved: list[tuple[Params, AdamState]], pool: torch.Tensor, labels: torch.Tensor,
-                    draws: list[StepDraw], geom: PosterGeometry, lr: float, final_grads: Params) -> None:
+                    draws: list[StepDraw], geom: PosterGeometry, lr: float, final_grads: Params,
+                    bf16: bool = False) -> None:
     """Backpropagate `final_grads` (∂L/∂ final weights) through the ω saved steps to the poster
     (and label map), recomputing one step's graph at a time, last step first.
 
@@ -214,7 +221,8 @@ def window_backward(saved: list[tuple[Params, AdamState]], pool: torch.Tensor, l
         inputs = [t.detach().requires_grad_(not first) for t in params + state.m + state.v]
         k = len(params)
         p, m, v = inputs[:k], inputs[k:2 * k], inputs[2 * k:]
-        new, new_state = inner_step(p, AdamState(m, v, state.t), pool_leaf, labels_leaf, draws[i], geom, lr)
+        new, new_state = inner_step(p, AdamState(m, v, state.t), pool_leaf, labels_leaf, draws[i], geom, lr,
+                                    bf16)
         pairs = [(o, g) for o, g in zip(new + new_state.m + new_state.v, grads) if g is not None]
         torch.autograd.backward([o for o, _ in pairs], grad_tensors=[g for _, g in pairs])
         grads = [t.grad for t in inputs]

@@ -80,7 +80,10 @@ def reference_record(row: Mapping[str, Any], file: str) -> dict:
         "effective_ipc_live": row["effective_ipc"], "effective_ipc_pool": row["effective_ipc"],
         "stage_accuracies": [], "pi_history": [], "poster_shape": None,
         "seconds": row.get("seconds"), "seconds_per_phase": {}, "device_hours": _hours(row.get("seconds")),
-        "format_version": None, "architectures": {}, "config": {},
+        "format_version": None, "config": {},
+        # A poster alone has one pool: live and pool are the same score on every architecture.
+        "architectures": {name: {score: float(arch["mean"][-1]) for score in SCORES}
+                          for name, arch in row.get("architectures", {}).items()},
     }
 
 
