@@ -1,8 +1,9 @@
 """Run ppodd's benchmarks, each in a fresh process, and print a table of their results.
 
-    python -m bench [NAME ...] [--repeats N] [--quick]
+    python -m bench [NAME ...] [--repeats N] [--quick] [-- ARGS ...]
 
-With no NAME every benchmark runs, in the order listed by --list. Each writes one JSON file under
+With no NAME every benchmark runs, in the order listed by --list; ARGS after `--` go to each
+named benchmark as they are (e.g. `python -m bench gpu -- --data DIR`). Each writes one JSON file under
 bench/results/ (or --out); GPU-only benchmarks are skipped when no CUDA device is visible. A
 separate process per benchmark keeps each one's peak RSS its own. Benchmarks assert nothing.
 Run heavy sittings under the shared lock: flock /tmp/ppodd-heavy.lock python -m bench
@@ -69,6 +70,8 @@ BENCHMARKS = {
     "zca64": Benchmark("bench.zca_images", (), "ZCA fit and save for 64 x 64 images (D = 12,288): phases, peak RSS"),
     "summary": Benchmark("bench.summarize", (), "ppodd summarize over 1,000 result files"),
     "status": Benchmark("bench.status", (), "ppodd status over a 1,000-cell results folder, Slurm calls counted"),
+    "gpu": Benchmark("bench.gpu_check", (), "the GPU check: device tests, paper outer step, 8-net evaluation, GPU "
+                     "against CPU gradient, a short CIFAR-10 run; toy sizes on the CPU (--quick, or no GPU)"),
 }
 
 
@@ -85,7 +88,7 @@ def _available(bench: Benchmark) -> str | None:
 
 def _run(name: str, bench: Benchmark, extra: list[str]) -> list[Path]:
     """Run one benchmark in a fresh Python process; the result files it reports."""
-    code = f"import sys, {bench.module} as m; m.main(sys.argv[1:])"
+    code = f"import sys, {bench.module} as m; sys.exit(m.main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, *bench.args, *extra]
     print(f"== {name}: {bench.about}", flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -142,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, to check that everything runs")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if args.list:
         for name, bench in BENCHMARKS.items():
             why = _available(bench)
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"unknown benchmark {', '.join(unknown)}; allowed: {', '.join(BENCHMARKS)}")
     extra = [*(["--repeats", str(args.repeats)] if args.repeats else []), *(["--quick"] if args.quick else []),
-             "--out", str(args.out)]
+             "--out", str(args.out), *passed]
     rows, results = [], {}
     began = time.monotonic()
     for name in args.names or list(BENCHMARKS):

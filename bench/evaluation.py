@@ -29,10 +29,11 @@ from ppodd.method.labels import fixed_labels
 from ppodd.cell.malloc import reuse_freed_memory
 from ppodd.method.model import init_params
 from ppodd.method.networks import Weights
-from ppodd.method.poster import init_poster, make_geometry
+from ppodd.method.poster import PosterGeometry, init_poster, make_geometry
 from ppodd.method.unroll import AdamState, draw_step, inner_step
 
 POOL = 5
+LR, BATCH = 1e-3, 96      # the paper's evaluation learning rate and patches per net and step
 
 
 def top_ops(fn, top: int = 10) -> list[dict]:
@@ -42,6 +43,49 @@ def top_ops(fn, top: int = 10) -> list[dict]:
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1e3, 1), "calls": e.count}
             for e in events[:top]]
+
+
+def poster_pool(device: torch.device) -> tuple[PosterGeometry, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Geometry, posters (POOL, 3, 60, 153), labels and uniform π of a 5-poster CIFAR-10-sized pool."""
+    geom = make_geometry(0.9, 10, 32)
+    labels = fixed_labels(geom, identity_order(geom.rows, geom.cols)).expand(POOL, -1, -1).contiguous().to(device)
+    posters = torch.stack([init_poster(geom, torch.Generator().manual_seed(i)) for i in range(POOL)]).to(device)
+    return geom, posters, labels, torch.full((POOL,), 1.0 / POOL)
+
+
+def batched_runner(nets: int, width: int, steps: int, device: torch.device, bf16: bool = False):
+    """Train `nets` stacked ConvNets of `width` on the pool as `ppodd.method.evaluate` does; each
+    call `run(count)` advances them by `count` steps."""
+    geom, posters, labels, pi = poster_pool(device)
+    gen = torch.Generator().manual_seed(0)
+    weights = Weights(init_params(10, width, 3, geom.tile, gen, nets=nets, device=device), [])
+    state = AdamState.zeros_like(weights.params)
+    settings = EvalSettings(nets, (steps,), LR, BATCH, True, 10, width, 3, 2000, bf16=bf16)
+    spec = settings.spec(geom.tile)
+
+    def run(count: int) -> None:
+        nonlocal weights, state
+        with torch.no_grad():
+            for _ in range(count):
+                draw = draw_step(pi, BATCH, geom.num_patches, True, gen, nets=nets)
+                weights, state = train_step(spec, weights, state, posters, labels, draw, geom, settings)
+    return run
+
+
+def sequential_runner(nets: int, width: int, device: torch.device):
+    """Train `nets` single ConvNets one after another; each call advances every net by `count` steps."""
+    geom, posters, labels, pi = poster_pool(device)
+    gen = torch.Generator().manual_seed(0)
+    singles = [init_params(10, width, 3, geom.tile, gen, device=device) for _ in range(nets)]
+    states = [AdamState.zeros_like(p) for p in singles]
+
+    def run(count: int) -> None:
+        with torch.no_grad():
+            for k in range(nets):
+                for _ in range(count):
+                    singles[k], states[k] = inner_step(singles[k], states[k], posters, labels,
+                                                       draw_step(pi, BATCH, geom.num_patches, True, gen), geom, LR)
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,43 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     start = machine(device)
     steps = 3 if args.quick else args.steps
     repeats = args.repeats or 1
-    geom = make_geometry(0.9, 10, 32)
-    labels = fixed_labels(geom, identity_order(geom.rows, geom.cols)).expand(POOL, -1, -1).contiguous().to(device)
-    posters = torch.stack([init_poster(geom, torch.Generator().manual_seed(i)) for i in range(POOL)]).to(device)
-    pi = torch.full((POOL,), 1.0 / POOL)
-    lr, b, n = 1e-3, 96, geom.num_patches
-
-    def batched_runner():
-        """Train the K stacked nets; each call advances them by `count` steps."""
-        gen = torch.Generator().manual_seed(0)
-        weights = Weights(init_params(10, args.width, 3, geom.tile, gen, nets=args.nets, device=device), [])
-        state = AdamState.zeros_like(weights.params)
-        settings = EvalSettings(args.nets, (steps,), lr, b, True, 10, args.width, 3, 2000)
-        spec = settings.spec(geom.tile)
-
-        def run(count: int) -> None:
-            nonlocal weights, state
-            with torch.no_grad():
-                for _ in range(count):
-                    draw = draw_step(pi, b, n, True, gen, nets=args.nets)
-                    weights, state = train_step(spec, weights, state, posters, labels, draw, geom, settings)
-        return run
-
-    def sequential_runner():
-        """Train K single nets one after another; each call advances every net by `count` steps."""
-        gen = torch.Generator().manual_seed(0)
-        nets = [init_params(10, args.width, 3, geom.tile, gen, device=device) for _ in range(args.nets)]
-        states = [AdamState.zeros_like(p) for p in nets]
-
-        def run(count: int) -> None:
-            with torch.no_grad():
-                for k in range(args.nets):
-                    for _ in range(count):
-                        nets[k], states[k] = inner_step(nets[k], states[k], posters, labels,
-                                                        draw_step(pi, b, n, True, gen), geom, lr)
-        return run
-
-    runners = {"batched": batched_runner(), "sequential": sequential_runner()}
+    runners = {"batched": batched_runner(args.nets, args.width, steps, device),
+               "sequential": sequential_runner(args.nets, args.width, device)}
     allocator = contextlib.nullcontext(False) if args.plain_malloc else reuse_freed_memory()
     with allocator as reused:
         payload = compare(runners, steps, repeats, args.block, device)
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             for mode, run in runners.items():
                 payload[f"profile_{mode}"] = ops = top_ops(lambda: run(2))
                 print(f"{mode}, 2 steps:", *(f"  {o['op']:32s} {o['self_ms']:8.1f} ms" for o in ops), sep="\n")
-    payload.update(nets=args.nets, width=args.width, batch_patches=b, pool=POOL, quick=args.quick,
+    payload.update(nets=args.nets, width=args.width, batch_patches=BATCH, pool=POOL, quick=args.quick,
                    malloc="reuse_freed_memory" if reused else "glibc default")
     name = f"evaluation_w{args.width}_k{args.nets}_s{steps}{'_plain_malloc' if args.plain_malloc else ''}"
     write_result(args.out, name, device, start, payload)
