@@ -167,9 +167,11 @@ class StagesConfig:
     max_slots: int | None = _opt(None, lo=1, doc="D9: cap on pool slots (code: 5)")
 
 
-# §10.4: "paper" takes the first value of every option column, "code" reproduces §10.3.
+# §10.4: "paper" takes the paper's reading of every option, "code" reproduces §10.3. On D3, where
+# Algorithm 1's formula and the paper's prose disagree, "paper" follows the prose (newest): the CPU
+# variant study chose it (docs/results-cpu.md); `decay_anchor: oldest` is the formula as written.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "paper": dict(pool_order="chronological", boost_target="live", decay_anchor="oldest",
+    "paper": dict(pool_order="chronological", boost_target="live", decay_anchor="newest",
                   acc_list="per_stage", floor_mode="before_norm", stage_init="continue",
                   reset_outer_adam=False, final_pool="all_stages", stage_acc_source="mixture",
                   stage_acc_reduce="max", max_slots=None),

@@ -12,6 +12,9 @@ def test_load_config_demo_resolves_paper_variant_explicitly():
     for key, value in VARIANTS["paper"].items():
         assert getattr(cfg.ppodd, key) == value
     assert "pool_order: chronological" in to_yaml(cfg)
+    # the default follows the paper's prose on D3 (the variant study); the code keeps Algorithm 1's formula
+    assert (cfg.ppodd.variant, cfg.ppodd.decay_anchor) == ("paper", "newest")
+    assert load_config(None, ["ppodd.variant=code"]).ppodd.decay_anchor == "oldest"
 
 
 def test_load_config_code_variant_fills_code_options_but_keeps_explicit_ones():

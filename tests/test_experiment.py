@@ -110,14 +110,14 @@ def test_command_line_options_override_the_job_file(tmp_path, tiny_overrides):
 def test_variants_are_named_override_sets_applied_together(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(f"config: {Path('configs/demo.yaml').absolute()}\nseeds: [0, 1]\nvariants:\n  podd: {{method: podd}}\n"
-                    "  newest: {method: ppodd, ppodd.decay_anchor: newest}\n")
+                    "  oldest: {method: ppodd, ppodd.decay_anchor: oldest}\n")
     exp = load_experiment(path)
     assert exp.variants == [("podd", [("method", "podd")]),
-                            ("newest", [("method", "ppodd"), ("ppodd.decay_anchor", "newest")])]
+                            ("oldest", [("method", "ppodd"), ("ppodd.decay_anchor", "oldest")])]
     cells = expand(exp, tmp_path)
     assert [(c.config["method"], c.config["ppodd"]["decay_anchor"], c.config["seed"]) for c in cells] == [
-        ("podd", "oldest", 0), ("podd", "oldest", 1), ("ppodd", "newest", 0), ("ppodd", "newest", 1)]
-    assert cells[2].overrides == ("method=ppodd", "ppodd.decay_anchor=newest", "seed=0")
+        ("podd", "newest", 0), ("podd", "newest", 1), ("ppodd", "oldest", 0), ("ppodd", "oldest", 1)]
+    assert cells[2].overrides == ("method=ppodd", "ppodd.decay_anchor=oldest", "seed=0")
 
 
 @pytest.mark.parametrize("text", ["variants: [podd]\n", "variants: {}\n", "variants: {podd: method}\n"])
@@ -129,4 +129,4 @@ def test_variant_study_job_lists_its_twelve_cells(tmp_path):
     result = cli("submit", "jobs/variant-study-cpu.yaml", "--dry-run", "--cluster", "local", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "# 12 cell(s) to run" in result.output
-    assert result.output.count("ppodd.decay_anchor=newest") == 3 and result.output.count("method=podd") == 3
+    assert result.output.count("ppodd.decay_anchor=oldest") == 3 and result.output.count("method=podd") == 3

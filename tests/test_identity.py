@@ -30,6 +30,17 @@ def test_run_only_keys_leave_the_digest_and_every_other_key_changes_it():
         assert config_digest(load_config("configs/demo.yaml", [change])) != config_digest(base), change
 
 
+def test_podd_digest_ignores_the_decay_anchor_that_never_acts_on_one_poster():
+    podd = load_config("configs/demo.yaml", ["method=podd"])
+    assert podd.ppodd.decay_anchor == "newest"
+    for anchor in ("oldest", "newest"):
+        other = load_config("configs/demo.yaml", ["method=podd", f"ppodd.decay_anchor={anchor}"])
+        assert config_digest(other) == config_digest(podd)
+    # P-PoDD cells, where the anchor weighs the pool, differ
+    assert config_digest(load_config("configs/demo.yaml", ["ppodd.decay_anchor=oldest"])) != config_digest(
+        load_config("configs/demo.yaml"))
+
+
 def test_cell_files_share_one_stem(tmp_path):
     cfg = load_config("configs/demo.yaml")
     files = cell_files(cfg, tmp_path)

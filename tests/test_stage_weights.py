@@ -13,6 +13,9 @@ from ppodd.method.stage_weights import (
     stage_weights,
 )
 
+# Algorithm 1 as written: the paper preset with the formula's decay, anchored on the oldest member (D3).
+FORMULA_OPTIONS = dataclasses.replace(PAPER_OPTIONS, decay_anchor="oldest")
+
 # Logged stage accuracies of run zwrdy27l (§10.3), in percent.
 ACCURACIES = [38.40125, 43.17125, 48.075, 50.89125]
 
@@ -49,18 +52,18 @@ def test_stage_weights_code_preset_seven_stages_does_not_crash():
     assert sum(got) == pytest.approx(1.0, abs=1e-12)
 
 
-def test_stage_weights_paper_preset_two_members_swaps_code_numbers():
-    got = stage_weights(ACCURACIES[:1], PAPER_OPTIONS)
+def test_stage_weights_formula_two_members_swaps_code_numbers():
+    got = stage_weights(ACCURACIES[:1], FORMULA_OPTIONS)
     assert got == pytest.approx([0.5498081, 0.4501919], abs=1e-7)
 
 
-def test_stage_weights_paper_preset_five_members_matches_section_10_3():
-    got = stage_weights(ACCURACIES, PAPER_OPTIONS)
+def test_stage_weights_formula_five_members_matches_section_10_3():
+    got = stage_weights(ACCURACIES, FORMULA_OPTIONS)
     assert got == pytest.approx([0.3731, 0.2544, 0.1718, 0.1103, 0.0903], abs=5e-5)
 
 
-def test_stage_weights_decay_anchored_newest_matches_section_10_3():
-    opts = dataclasses.replace(PAPER_OPTIONS, decay_anchor="newest")
+def test_stage_weights_default_decay_anchored_newest_matches_section_10_3():
+    opts = PAPER_OPTIONS   # the default: decay anchored on the newest member
     got = stage_weights(ACCURACIES, opts)
     assert got == pytest.approx([0.0393, 0.0729, 0.1339, 0.2337, 0.5201], abs=5e-5)
 
@@ -88,7 +91,7 @@ def test_stage_weights_percent_and_fraction_agree_up_to_guard():
 
 
 def test_stage_weights_uniform_gives_one_over_pool_size():
-    opts = dataclasses.replace(PAPER_OPTIONS, sampling="uniform")
+    opts = dataclasses.replace(FORMULA_OPTIONS, sampling="uniform")
     assert stage_weights(ACCURACIES, opts) == pytest.approx([0.2] * 5, abs=1e-15)
 
 
@@ -100,7 +103,7 @@ def test_stage_weights_uniform_with_cap_spreads_over_kept_members():
 
 def test_stage_weights_zero_boost_puts_live_on_floor():
     # §10.5: β = 0 sends the boosted member to ε/T' before the single normalisation.
-    opts = dataclasses.replace(PAPER_OPTIONS, boost=0.0)
+    opts = dataclasses.replace(FORMULA_OPTIONS, boost=0.0)
     a1 = ACCURACIES[0]
     w = [(a1 + 1e-5) / (1.9 * a1 + 2e-5), (0.9 * a1 + 1e-5) / (1.9 * a1 + 2e-5)]
     raw = [w[0], 0.1 / 2]
@@ -125,7 +128,7 @@ def test_stage_weights_floor_modes_differ_when_floor_binds():
     before = [max(r, 0.5) for r in raw]
     normalised = [r / sum(raw) for r in raw]
     after = [max(r, 0.5) for r in normalised]
-    opts = dataclasses.replace(PAPER_OPTIONS, min_weight=1.0)
+    opts = dataclasses.replace(FORMULA_OPTIONS, min_weight=1.0)
     got_before = stage_weights([a1], opts)
     got_after = stage_weights([a1], dataclasses.replace(opts, floor_mode="after_norm"))
     assert got_before == pytest.approx([b / sum(before) for b in before], abs=1e-12)
@@ -136,7 +139,7 @@ def test_stage_weights_floor_modes_differ_when_floor_binds():
 def test_stage_weights_code_order_alone_moves_decay_to_live():
     # D1 only changes slot positions: equal accuracies, no boost, no floor leave π ∝ decay.
     opts = dataclasses.replace(
-        PAPER_OPTIONS, pool_order="code", boost=1.0, min_weight=0.0, bootstrap=1.0
+        FORMULA_OPTIONS, pool_order="code", boost=1.0, min_weight=0.0, bootstrap=1.0
     )
     raw = [math.exp(-0.5 * k) for k in (1, 2, 3, 0)]  # [S_1, S_2, S_3, live]
     assert stage_weights([40.0, 40.0, 40.0], opts) == pytest.approx(
@@ -146,7 +149,7 @@ def test_stage_weights_code_order_alone_moves_decay_to_live():
 
 def test_stage_weights_code_mutated_list_in_chronological_order():
     # D4 alone: live carries A_1, S_1 carries 0.9·A_1, S_k carries A_k.
-    opts = dataclasses.replace(PAPER_OPTIONS, acc_list="code_mutated", boost=1.0, decay=0.0,
+    opts = dataclasses.replace(FORMULA_OPTIONS, acc_list="code_mutated", boost=1.0, decay=0.0,
                                min_weight=0.0)
     a = [30.0, 50.0]
     acc = [0.9 * 30.0, 50.0, 30.0]
@@ -155,7 +158,7 @@ def test_stage_weights_code_mutated_list_in_chronological_order():
 
 
 def test_stage_weights_boost_latest_snapshot_alone_boosts_newest_frozen():
-    opts = dataclasses.replace(PAPER_OPTIONS, boost_target="latest_snapshot", decay=0.0,
+    opts = dataclasses.replace(FORMULA_OPTIONS, boost_target="latest_snapshot", decay=0.0,
                                min_weight=0.0, bootstrap=1.0)
     raw = [1.0, 2.0, 1.0]  # [S_1, S_2 (boosted ×2), live], equal accuracies
     got = stage_weights([40.0, 40.0], dataclasses.replace(opts, boost=2.0))
@@ -163,14 +166,14 @@ def test_stage_weights_boost_latest_snapshot_alone_boosts_newest_frozen():
 
 
 def test_stage_weights_cap_on_paper_preset_freezes_pool_at_cap():
-    opts = dataclasses.replace(PAPER_OPTIONS, max_slots=5)
+    opts = dataclasses.replace(FORMULA_OPTIONS, max_slots=5)
     six = ACCURACIES + [52.0, 53.0]
     capped = stage_weights(ACCURACIES, opts)
     assert stage_weights(six, opts) == pytest.approx(capped[:4] + [0.0, 0.0] + capped[4:])
 
 
 def test_stage_weights_cap_of_one_keeps_only_live():
-    opts = dataclasses.replace(PAPER_OPTIONS, max_slots=1)
+    opts = dataclasses.replace(FORMULA_OPTIONS, max_slots=1)
     assert stage_weights(ACCURACIES, opts) == [0.0, 0.0, 0.0, 0.0, 1.0]
 
 

@@ -36,8 +36,8 @@ LATER_KEYS = {"eval.model": "convnet", "eval.models": [], "eval.width": 0, "eval
 
 
 def result_fields(cfg: RunConfig) -> dict:
-    """The config as a mapping without RUN_ONLY_KEYS and the LATER_KEYS at their earlier value:
-    everything that shapes a result."""
+    """The config as a mapping without RUN_ONLY_KEYS and the LATER_KEYS at their earlier value
+    (and PoDD's inert decay anchor at one value): everything that shapes a result."""
     out = to_dict(cfg)
     for key in RUN_ONLY_KEYS + tuple(LATER_KEYS):
         *parents, last = key.split(".")
@@ -46,6 +46,10 @@ def result_fields(cfg: RunConfig) -> dict:
             node = node[part]
         if key in RUN_ONLY_KEYS or node[last] == LATER_KEYS[key]:
             del node[last]
+    if cfg.method == "podd":
+        # PoDD trains one poster, so the decay's direction (D3) never weighs a pool: its cells keep
+        # the names they had before the `paper` variant's anchor moved from oldest to newest.
+        out["ppodd"]["decay_anchor"] = "oldest"
     return out
 
 

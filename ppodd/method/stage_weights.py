@@ -51,7 +51,8 @@ def stage_weights(stage_accuracies: Sequence[float], opts: StagesConfig) -> list
     * ``floor_mode`` (D5): ``before_norm`` floors at ε/T' and normalises once (Algorithm 1);
       ``after_norm`` normalises, floors at ε/T', normalises again (the code).
 
-    ``PAPER_OPTIONS`` at T' = 2 with A_1 = 38.40125 gives [0.5498081, 0.4501919];
+    ``PAPER_OPTIONS`` with ``decay_anchor`` ``oldest`` (Algorithm 1 as written) at T' = 2 with
+    A_1 = 38.40125 gives [0.5498081, 0.4501919];
     ``CODE_OPTIONS`` gives the same numbers with the members swapped (§10.3 table).
     """
     accuracies = [float(a) for a in stage_accuracies]
