@@ -15,7 +15,7 @@ JOBS = sorted(Path("jobs").glob("*.yaml"))
 # Cells of each shipped grid: methods x IPCs x axis values x seeds.
 EXPECTED_CELLS = {"table1-cifar10": 2 * 4 * 5, "table2-boost": 2 * 5, "table3-sampling": 2 * 5,
                   "table4-stages": 5 * 5, "table1-cpu": 2 * 4 * 3, "demo": 2 * 2 * 2,
-                  "variant-study-cpu": 4 * 3, "authors-code-cifar10": 3, "algorithm1-cifar10": 4 * 5,
+                  "variant-study-cpu": 5 * 3, "authors-code-cifar10": 3, "algorithm1-cifar10": 4 * 5,
                   "lr-sweep-cpu-short": 2 * 2}
 
 
@@ -125,8 +125,8 @@ def test_malformed_variants_refused_naming_the_file(tmp_path, text):
     assert_file_refused(load_experiment, tmp_path / "bad.yaml", text, "variant")
 
 
-def test_variant_study_job_lists_its_twelve_cells(tmp_path):
+def test_variant_study_job_lists_its_fifteen_cells(tmp_path):
     result = cli("submit", "jobs/variant-study-cpu.yaml", "--dry-run", "--cluster", "local", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert "# 12 cell(s) to run" in result.output
+    assert "# 15 cell(s) to run" in result.output
     assert result.output.count("ppodd.decay_anchor=oldest") == 3 and result.output.count("method=podd") == 3

@@ -86,8 +86,10 @@ class Process:
         with self.changed:
             self.changed.notify_all()
 
-    def wait_for(self, marker: str, nth: int = 1, timeout: float = 120) -> bool:
-        """True once the `nth` line naming `marker` (a phase or an event) arrived; False if the process ended."""
+    def wait_for(self, marker: str, nth: int = 1, timeout: float = 900) -> bool:
+        """True once the `nth` line naming `marker` (a phase or an event) arrived; False if the process ended.
+
+        The timeout guards against a hang, not a slow machine: a starved run may take minutes."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:
@@ -99,7 +101,7 @@ class Process:
                     raise AssertionError(f"no {marker!r} within {timeout} s:\n{''.join(self.lines[-5:])}")
                 self.changed.wait(0.5)
 
-    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+    def finish(self, timeout: float = 1200) -> tuple[int, str, str]:
         """(exit code, stdout, stderr) once the process has ended."""
         self.proc.wait(timeout=timeout)  # stdout holds one line at most: it cannot fill its pipe
         out = self.proc.stdout.read()
