@@ -3,8 +3,9 @@
     python -m bench.compile_eval [--width 32] [--nets 8]
 
 Times the gradient of the stacked evaluation loss (8 nets × 96 images, what every evaluation
-step computes), eager and under torch.compile; the compiled version's first call (the compile)
-is timed apart. ppodd keeps eager unless this shows compiled calls paying for the compile.
+step computes) as `ppodd.method.evaluate` takes it, eager and with `eval.compile: true`
+(`compiled_grad`), the two taking turns call by call so that the shared machine's drift weighs on
+both alike; the compiled version's first call (the compile) is timed apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import torch
 
 from bench.common import machine, parser, pick_device, spread, timed, write_result
-from ppodd.method.evaluate import _summed_loss
+from ppodd.method.evaluate import _stacked_grad, compiled_grad
 from ppodd.method.model import init_params
 from ppodd.method.networks import NetSpec
 
@@ -34,17 +35,18 @@ def main(argv: list[str] | None = None) -> None:
     spec = NetSpec("convnet", 10, 32, width)
     x = torch.randn(args.nets, 96, 3, 32, 32, generator=gen).to(device)
     y = torch.softmax(torch.randn(args.nets, 96, 10, generator=gen), -1).to(device)
-    eager = torch.func.grad(_summed_loss, has_aux=True)
-    compiled = torch.compile(torch.func.grad(_summed_loss, has_aux=True))
+    eager, compiled = _stacked_grad, compiled_grad()
     eager(params, spec, [], x, y)
-    eager_s = [timed(lambda: eager(params, spec, [], x, y), device) for _ in range(repeats)]
     first = timed(lambda: compiled(params, spec, [], x, y), device)
-    compiled_s = [timed(lambda: compiled(params, spec, [], x, y), device) for _ in range(repeats)]
+    eager_s, compiled_s = [], []
+    for _ in range(repeats):
+        eager_s.append(timed(lambda: eager(params, spec, [], x, y), device))
+        compiled_s.append(timed(lambda: compiled(params, spec, [], x, y), device))
     diff = max(float((a - b).abs().max())
                for a, b in zip(eager(params, spec, [], x, y)[0], compiled(params, spec, [], x, y)[0]))
     e, c = spread(eager_s), spread(compiled_s)
     print(f"eager {e['median_s']:.3f} s, compiled {c['median_s']:.3f} s per call, compile {first:.1f} s", flush=True)
-    payload = {"width": args.width, "nets": args.nets, "quick": args.quick, "repeats": repeats, **e,
+    payload = {"width": width, "nets": args.nets, "quick": args.quick, "repeats": repeats, **e,
                "compiled": c, "compile_first_call_s": round(first, 3), "max_abs_difference": diff}
     write_result(args.out, "compile_eval", device, start, payload)
 

@@ -53,14 +53,15 @@ def poster_pool(device: torch.device) -> tuple[PosterGeometry, torch.Tensor, tor
     return geom, posters, labels, torch.full((POOL,), 1.0 / POOL)
 
 
-def batched_runner(nets: int, width: int, steps: int, device: torch.device, bf16: bool = False):
-    """Train `nets` stacked ConvNets of `width` on the pool as `ppodd.method.evaluate` does; each
-    call `run(count)` advances them by `count` steps."""
+def batched_runner(nets: int, width: int, steps: int, device: torch.device, bf16: bool = False,
+                   compile: bool = False):
+    """Train `nets` stacked ConvNets of `width` on the pool as `ppodd.method.evaluate` does (with
+    `eval.compile` when `compile`); each call `run(count)` advances them by `count` steps."""
     geom, posters, labels, pi = poster_pool(device)
     gen = torch.Generator().manual_seed(0)
     weights = Weights(init_params(10, width, 3, geom.tile, gen, nets=nets, device=device), [])
     state = AdamState.zeros_like(weights.params)
-    settings = EvalSettings(nets, (steps,), LR, BATCH, True, 10, width, 3, 2000, bf16=bf16)
+    settings = EvalSettings(nets, (steps,), LR, BATCH, True, 10, width, 3, 2000, bf16=bf16, compile=compile)
     spec = settings.spec(geom.tile)
 
     def run(count: int) -> None:

@@ -83,12 +83,13 @@ def test_outer_step_makes_no_host_sync(checkpoint_window, learned):
     assert all(map(math.isfinite, values))
 
 
-def test_evaluation_step_makes_no_host_sync():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "eval.compile"])
+def test_evaluation_step_makes_no_host_sync(compiled):
     geom, pool, _, _, _ = tiny(CUDA)
     posters, labels = pool.stacked(geom, 0.0)
     posters, labels = posters.detach(), labels.detach()
     s = EvalSettings(nets=3, checkpoints=(2,), lr=1e-2, batch_patches=5, augment=True, num_classes=4,
-                     width=4, depth=2, test_batch=64)
+                     width=4, depth=2, test_batch=64, compile=compiled)
     spec = s.spec(geom.tile)
     weights = init_weights(spec, gen(7), s.nets, device=CUDA)
     state = optimizer_state(weights.params, s)

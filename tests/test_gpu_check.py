@@ -44,9 +44,9 @@ def test_toy_check_writes_one_json_per_part_with_sane_figures(tmp_path):
     assert all(v["median_s"] > 0 and v["peak_gib"] > 0 for v in outer.values())
 
     modes = found["eval"]["modes"]
-    assert set(modes) == {"ieee", "tf32", "bf16"}
+    assert set(modes) == {"ieee", "tf32", "bf16", "ieee_compiled"}
     for mode in modes.values():
-        assert mode["steps_timed"] > 0 and mode["s_per_step"] > 0
+        assert mode["steps_timed"] > 0 and mode["s_per_step"] > 0 and mode["warmup_s"] > 0
         assert mode["projected_2000_steps_s"] == pytest.approx(2000 * mode["s_per_step"], rel=1e-3)
 
     pairs = found["gradient"]["pairs"]

@@ -16,7 +16,7 @@ from ppodd.storage.runfile import NewerFormatError
 # A value for every key that says where or how fast a run goes, different from the defaults.
 ELSEWHERE = {"device": "cpu", "threads": 2, "checkpoint_minutes": 1.5, "data.root": "/moved/data",
              "data.cache_dir": "/moved/cache", "data.download": True, "distill.real_subbatch": 50,
-             "eval.test_batch": 7, "eval.batching": "sequential"}
+             "eval.test_batch": 7, "eval.batching": "sequential", "eval.compile": True}
 
 
 def test_run_only_keys_leave_the_digest_and_every_other_key_changes_it():

@@ -24,7 +24,8 @@ def eval_settings(cfg: RunConfig, num_classes: int, arch: str | None = None) -> 
         e.nets, e.checkpoints, e.lr, d.batch_patches, d.augment if e.augment is None else e.augment,
         num_classes, width, e.depth or m.depth, e.test_batch, arch=arch,
         norm=STANDARD_NORM[arch] if e.norm == "auto" else e.norm, pool=e.pool, optimizer=e.optimizer,
-        momentum=e.momentum, weight_decay=e.weight_decay, batching=e.batching, bf16=cfg.precision == "bf16")
+        momentum=e.momentum, weight_decay=e.weight_decay, batching=e.batching, bf16=cfg.precision == "bf16",
+        compile=e.compile)
 
 
 def describe(settings: EvalSettings) -> dict:

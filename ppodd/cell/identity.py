@@ -20,11 +20,12 @@ from ppodd.storage.runfile import NewerFormatError, StoreError, read_header
 
 # The config keys that say where or how fast a run goes, not what it computes: moving the data
 # folder, the cache, the device, the thread count, the checkpoint cadence, splitting the real batch
-# into chunks (the same gradient by construction) or the test batch leaves a cell the same cell.
+# into chunks (the same gradient by construction), the test batch, or how the evaluation nets are
+# batched and compiled (the same numbers up to rounding) leaves a cell the same cell.
 # They stay out of the cell's digest, so a rerun elsewhere finds and resumes its files, and out of
 # the summary's settings, so they never split a table row.
 RUN_ONLY_KEYS = ("device", "threads", "checkpoint_minutes", "data.root", "data.cache_dir", "data.download",
-                 "distill.real_subbatch", "eval.test_batch", "eval.batching")
+                 "distill.real_subbatch", "eval.test_batch", "eval.batching", "eval.compile")
 
 # Keys added after cells were first named, each with the value at which a run computes what it
 # computed before the key existed. At that value the key stays out of the digest, so a cell keeps

@@ -17,7 +17,7 @@ from ppodd.config import RunConfig
 from ppodd.cell.host import Host
 from ppodd.datasets.catalog import load_dataset
 from ppodd.datasets.images import ImageData
-from ppodd.errors import ConfigError
+from ppodd.errors import ConfigError, describe
 from ppodd.method.labels import fixed_labels, learned_label_shape
 from ppodd.method.poster import PosterGeometry, make_geometry
 from ppodd.datasets.zca import apply_zca, load_or_fit_zca
@@ -54,6 +54,19 @@ def use_precision(precision: str) -> None:
     mode = "tf32" if precision == "tf32" else "ieee"
     torch.backends.cuda.matmul.fp32_precision = mode
     torch.backends.cudnn.conv.fp32_precision = mode
+
+
+def check_compile(cfg: RunConfig, device: torch.device) -> None:
+    """ConfigError, before any work, when `eval.compile` is on and torch.compile cannot build
+    kernels on `device` on this node (no C++ compiler for the CPU, no Triton or C compiler for a GPU)."""
+    if not cfg.eval.compile:
+        return
+    try:
+        torch.compile(lambda t: t * 2 + 1, dynamic=False)(torch.zeros(2, device=device))
+    except Exception as err:  # noqa: BLE001 - every failure to build a kernel gets the same advice
+        raise ConfigError(f"eval.compile: torch.compile cannot build kernels on {device} on this node "
+                          f"({describe(err)}); install a C++ compiler (CPU) or Triton and a C compiler "
+                          "(GPU), or set eval.compile: false") from None
 
 
 @dataclass
@@ -167,6 +180,7 @@ def prepare(cfg: RunConfig, host: Host) -> Prepared:
     """Load and whiten the data, derive the geometry, class order and labels; no distillation."""
     device = select_device(cfg.device)
     use_precision(cfg.precision)
+    check_compile(cfg, device)
     data = load_data(cfg, host)
     geom, order = plan_poster(cfg, data, device)
     train_x, test_x, key, matrix = data.train_x, data.test_x, "", None

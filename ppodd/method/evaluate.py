@@ -9,6 +9,7 @@ numbers up to float rounding, and each network sees exactly what it would alone.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,7 @@ class EvalSettings:
     weight_decay: float = 0.0
     batching: str = "auto"
     bf16: bool = False          # the nets' forward (training and test) under bfloat16 autocast
+    compile: bool = False       # the training step's gradient built by torch.compile
 
     def spec(self, image_size: int) -> NetSpec:
         """The network every evaluation net is, for images of `image_size` pixels a side."""
@@ -94,6 +96,17 @@ def _summed_loss(params: list[torch.Tensor], spec: NetSpec, buffers: list[torch.
 _stacked_grad = torch.func.grad(_summed_loss, has_aux=True)
 
 
+@functools.cache
+def compiled_grad():
+    """`_stacked_grad` through torch.compile, built on its first call and kept for the process.
+
+    An evaluation's shapes never change from step to step, so one static graph serves all of its
+    steps (`dynamic=False`); another architecture or batch shape compiles its own. Only the
+    gradient is compiled: Adam's step count is a Python number, which would recompile every step.
+    """
+    return torch.compile(_stacked_grad, dynamic=False)
+
+
 def train_step(spec: NetSpec, weights: Weights, state, posters: torch.Tensor, labels: torch.Tensor,
                draw: StepDraw, geom: PosterGeometry, s: EvalSettings) -> tuple[Weights, object]:
     """Stacked weights and optimiser state after one step of every net on its own patch batch.
@@ -105,7 +118,8 @@ def train_step(spec: NetSpec, weights: Weights, state, posters: torch.Tensor, la
     x = x.view(nets, -1, *x.shape[1:])                                    # (nets, b, 3, a, a)
     y = y.view(nets, -1, y.shape[-1])                                     # (nets, b, K)
     with torch.enable_grad():
-        grads, stats = _stacked_grad(weights.params, spec, weights.buffers, x, y, s.bf16)
+        grad = compiled_grad() if s.compile else _stacked_grad
+        grads, stats = grad(weights.params, spec, weights.buffers, x, y, s.bf16)
     if s.weight_decay:
         grads = [g + s.weight_decay * p for g, p in zip(grads, weights.params)]
     if s.optimizer == "adam":
