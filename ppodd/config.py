@@ -142,7 +142,8 @@ class EvalConfig:
     batching: str = _opt("auto", choices=("auto", "stacked", "sequential"),
                          doc="train the nets together or one after another (auto: the faster here)")
     compile: bool = _opt(False, doc="build each evaluation training step's gradient with torch.compile "
-                         "(needs a C++ compiler on the CPU, Triton on a GPU; the same numbers up to rounding)")
+                         "(needs a C++ compiler on the CPU, Triton and a C compiler on a GPU; the same numbers "
+                         "up to rounding)")
 
 
 @dataclass(frozen=True)
